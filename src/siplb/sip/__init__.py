@@ -1,0 +1,46 @@
+"""The SIP message layer: pure, bytes in and bytes out (DESIGN.md section 2)."""
+
+from .errors import LocalProtocolError, MessageTooLarge, ParseError
+from .framing import KEEPALIVE, FramingError, KeepAlive, Malformed, StreamFramer
+from .headers import canonical, split_list
+from .message import CSeq, Message, Request, Response, parse_cseq
+from .nameaddr import NameAddr, parse_name_addr, tag_of
+from .parser import DEFAULT_LIMITS, Limits, parse, parse_framed
+from .uri import OpaqueUri, SipUri, Uri, parse_sip_uri, parse_uri
+from .validate import validate_request
+from .via import MAGIC_COOKIE, Via, parse_via, parse_vias
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "KEEPALIVE",
+    "MAGIC_COOKIE",
+    "CSeq",
+    "FramingError",
+    "KeepAlive",
+    "Limits",
+    "LocalProtocolError",
+    "Malformed",
+    "Message",
+    "MessageTooLarge",
+    "NameAddr",
+    "OpaqueUri",
+    "ParseError",
+    "Request",
+    "Response",
+    "SipUri",
+    "StreamFramer",
+    "Uri",
+    "Via",
+    "canonical",
+    "parse",
+    "parse_cseq",
+    "parse_framed",
+    "parse_name_addr",
+    "parse_sip_uri",
+    "parse_uri",
+    "parse_via",
+    "parse_vias",
+    "split_list",
+    "tag_of",
+    "validate_request",
+]
