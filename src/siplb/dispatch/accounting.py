@@ -1,0 +1,110 @@
+"""Call accounting: the live table of calls per destination (DESIGN.md section 3 step 7).
+
+A call enters the table when its INVITE is forwarded to a destination (it then counts against
+that destination for least-calls and ``max_calls``), moves when its setup fails over, is marked
+confirmed on a 2xx and leaves on BYE, a failed setup, CANCEL or expiry. The number of calls on a
+destination is always the size of its set of live keys, so it can never drift or go negative.
+Events about unknown keys are ignored: a BYE may come for a call set up before a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True)
+class CallEntry:
+    """One live call. ``seen`` is the time of the last setup attempt, 2xx or in-dialog activity."""
+
+    key: Hashable
+    uri: str
+    started: float
+    seen: float
+    confirmed: bool = False
+
+
+class CallAccounting:
+    """The live call table; keys are opaque (the proxy uses Call-ID and From tag)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[Hashable, CallEntry] = {}
+        self._by_uri: dict[str, set[Hashable]] = {}
+        self._confirmed_total: dict[str, int] = {}
+
+    def setup_started(self, key: Hashable, uri: str, now: float) -> None:
+        """An initial INVITE was forwarded to ``uri``. A known key starts over on ``uri``."""
+        self._unlink(key)
+        self._link(CallEntry(key, uri, started=now, seen=now))
+
+    def moved(self, key: Hashable, new_uri: str, now: float) -> None:
+        """The setup failed over to ``new_uri``."""
+        entry = self._calls.get(key)
+        if entry is None or entry.confirmed:
+            return
+        self._unlink(key)
+        self._link(replace(entry, uri=new_uri, seen=now))
+
+    def confirmed(self, key: Hashable, now: float) -> None:
+        """A 2xx answered the INVITE; a retransmitted 2xx counts once."""
+        entry = self._calls.get(key)
+        if entry is None or entry.confirmed:
+            return
+        self._calls[key] = replace(entry, seen=now, confirmed=True)
+        self._confirmed_total[entry.uri] = self._confirmed_total.get(entry.uri, 0) + 1
+
+    def touch(self, key: Hashable, now: float) -> None:
+        """In-dialog activity (a re-INVITE, an UPDATE) keeps a long call from expiring."""
+        entry = self._calls.get(key)
+        if entry is not None:
+            self._calls[key] = replace(entry, seen=now)
+
+    def ended(self, key: Hashable) -> CallEntry | None:
+        """BYE, failed setup or CANCEL; returns the entry removed, if any."""
+        return self._unlink(key)
+
+    def expire(self, now: float, max_age: float, setup_timeout: float) -> tuple[CallEntry, ...]:
+        """Remove and return calls not seen for ``max_age`` and setups older than ``setup_timeout``."""
+        stale = [
+            entry
+            for entry in self._calls.values()
+            if now - entry.seen > (max_age if entry.confirmed else setup_timeout)
+        ]
+        for entry in stale:
+            self._unlink(entry.key)
+        return tuple(stale)
+
+    def active(self, uri: str) -> int:
+        """Live calls (in setup or confirmed) on ``uri``."""
+        keys = self._by_uri.get(uri)
+        return 0 if keys is None else len(keys)
+
+    def calls_total(self, uri: str) -> int:
+        """Calls ever confirmed on ``uri`` (a counter, for calls per second)."""
+        return self._confirmed_total.get(uri, 0)
+
+    def get(self, key: Hashable) -> CallEntry | None:
+        return self._calls.get(key)
+
+    def uris(self) -> frozenset[str]:
+        """Destinations with at least one live call."""
+        return frozenset(self._by_uri)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._calls
+
+    def _link(self, entry: CallEntry) -> None:
+        self._calls[entry.key] = entry
+        self._by_uri.setdefault(entry.uri, set()).add(entry.key)
+
+    def _unlink(self, key: Hashable) -> CallEntry | None:
+        entry = self._calls.pop(key, None)
+        if entry is not None:
+            keys = self._by_uri[entry.uri]
+            keys.discard(key)
+            if not keys:
+                del self._by_uri[entry.uri]
+        return entry
