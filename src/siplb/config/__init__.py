@@ -1,0 +1,41 @@
+"""TOML -> validated, frozen settings (DESIGN.md section 2).
+
+``load_config(path)`` and ``parse_config(text)`` return a ``Config``; a bad config raises one
+``ConfigError`` whose ``problems`` list every problem with the path of its key. Pydantic models
+(``schema``) check the file at the edge; what the rest of siplb sees are the frozen dataclasses
+of ``settings`` and ``siplb.dispatch.spec``.
+"""
+
+from .default import DEFAULT_CONFIG_TOML
+from .errors import ConfigError, Problem
+from .loader import load_config, parse_config
+from .settings import (
+    AdminSettings,
+    Config,
+    HostPort,
+    LimitsSettings,
+    ListenerSettings,
+    LogSettings,
+    ProxySettings,
+    RouteRule,
+    TcpSettings,
+    TlsFiles,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_TOML",
+    "AdminSettings",
+    "Config",
+    "ConfigError",
+    "HostPort",
+    "LimitsSettings",
+    "ListenerSettings",
+    "LogSettings",
+    "Problem",
+    "ProxySettings",
+    "RouteRule",
+    "TcpSettings",
+    "TlsFiles",
+    "load_config",
+    "parse_config",
+]

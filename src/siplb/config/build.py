@@ -1,0 +1,324 @@
+"""From a parsed TOML document to ``Config``: validate each table, then check across tables.
+
+Each table is validated on its own, so one broken table neither hides the problems of the
+others nor stops the checks across tables (duplicate names, unknown sets); a check whose input
+is itself broken is skipped rather than reported twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from siplb.dispatch.spec import Algorithm, DestinationSpec, HealthSettings, SetSpec
+
+from .errors import ConfigError
+from .problems import Loc, Problems
+from .schema import (
+    AdminModel,
+    DestinationModel,
+    DocumentModel,
+    HealthModel,
+    LimitsModel,
+    ListenModel,
+    LogModel,
+    Model,
+    ProxyModel,
+    RouteModel,
+    SetModel,
+    TcpModel,
+)
+from .settings import (
+    AdminSettings,
+    Config,
+    HostPort,
+    LimitsSettings,
+    ListenerSettings,
+    LogSettings,
+    ProxySettings,
+    RouteRule,
+    TcpSettings,
+    TlsFiles,
+)
+
+S = TypeVar("S")
+HASH = Algorithm.HASH
+_SOCKET_KIND = {"udp": "udp", "tcp": "tcp", "tls": "tcp"}  # tcp and tls cannot share a port
+
+
+def build_config(raw: dict[str, Any], *, source: str, digest: str, base_dir: Path | None) -> Config:
+    """The validated config, or ConfigError listing every problem found."""
+    builder = _Builder(base_dir)
+    config = builder.build(raw, source=source, digest=digest)
+    if builder.problems.items:
+        raise ConfigError(builder.problems.items, source=source)
+    return config
+
+
+class _Builder:
+    def __init__(self, base_dir: Path | None) -> None:
+        self.base_dir = base_dir
+        self.problems = Problems()
+        self.broken: set[str] = set()  # top-level keys whose shape is wrong
+
+    def build(self, raw: dict[str, Any], *, source: str, digest: str) -> Config:
+        doc = self._document(raw)
+        set_names = [table.get("name") for table in doc.sets]
+        listeners = self._listeners(doc.listen)
+        sets = self._sets(doc.sets)
+        return Config(
+            listeners=listeners,
+            sets=sets,
+            routes=self._routes(doc.routes, set_names),
+            default_set=self._default_set(doc.default_set, set_names),
+            health=self._health(doc.health),
+            proxy=self._proxy(doc.proxy),
+            tcp=self._section(TcpModel, doc.tcp, "tcp", TcpSettings),
+            limits=self._limits(doc.limits),
+            log=self._section(LogModel, doc.log, "log", LogSettings),
+            admin=self._admin(doc.admin),
+            source=source,
+            digest=digest,
+        )
+
+    def _document(self, raw: dict[str, Any]) -> DocumentModel:
+        try:
+            return DocumentModel.model_validate(raw)
+        except ValidationError as exc:
+            self.problems.record(DocumentModel, (), exc)
+            self.broken = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        # Keep going with the keys whose shape is right, to report their problems too.
+        return DocumentModel.model_validate(
+            {key: value for key, value in raw.items() if key not in self.broken}
+        )
+
+    # [[listen]]
+
+    def _listeners(self, tables: list[dict[str, Any]]) -> tuple[ListenerSettings, ...]:
+        if not tables and "listen" not in self.broken:
+            self.problems.add(("listen",), "at least one [[listen]] table is required")
+        listeners: list[ListenerSettings] = []
+        seen: dict[tuple[str, str, int], int] = {}
+        for index, table in enumerate(tables):
+            model, broken = self.problems.validate_partial(ListenModel, table, ("listen", index))
+            if model is None or "transport" in broken:
+                continue
+            listeners.append(self._listener(model, table, ("listen", index)))
+            host, port = model.address
+            key = (_SOCKET_KIND[model.transport], host, port)
+            if port != 0 and key in seen:
+                self.problems.add(
+                    ("listen", index, "address"),
+                    f"{HostPort(host, port)} is already bound by listen[{seen[key]}]",
+                )
+            seen.setdefault(key, index)
+        return tuple(listeners)
+
+    def _listener(self, model: ListenModel, table: dict[str, Any], loc: Loc) -> ListenerSettings:
+        if "recv_buffer" in model.model_fields_set and model.transport != "udp":
+            self.problems.add((*loc, "recv_buffer"), "recv_buffer applies to udp listeners only")
+        tls = None
+        if model.transport == "tls":
+            for name in ("cert", "key"):
+                if name not in table:
+                    self.problems.add((*loc, name), "required for a tls listener")
+            cert = self._file(model.cert, (*loc, "cert"))
+            key = self._file(model.key, (*loc, "key"))
+            ca = self._file(model.ca, (*loc, "ca"), directory_ok=True)
+            tls = TlsFiles(cert, key, ca) if cert and key else None
+        else:
+            for name in ("cert", "key", "ca"):
+                if getattr(model, name) is not None:
+                    self.problems.add((*loc, name), f"{name} applies to tls listeners only")
+        host, port = model.address
+        return ListenerSettings(
+            model.transport, host, port, model.advertise, model.recv_buffer, tls
+        )
+
+    def _file(self, text: str | None, loc: Loc, *, directory_ok: bool = False) -> Path | None:
+        if text is None:
+            return None
+        path = Path(text).expanduser()
+        if self.base_dir is not None and not path.is_absolute():
+            path = self.base_dir / path
+        if not (path.is_file() or (directory_ok and path.is_dir())):
+            self.problems.add(loc, f"no such file: {str(path)!r}")
+        return path
+
+    # [[sets]], [[routes]], default_set
+
+    def _sets(self, tables: list[dict[str, Any]]) -> tuple[SetSpec, ...]:
+        if not tables and "sets" not in self.broken:
+            self.problems.add(("sets",), "at least one [[sets]] table is required")
+        sets: list[SetSpec] = []
+        names: dict[str, int] = {}
+        for index, table in enumerate(tables):
+            loc: Loc = ("sets", index)
+            model, broken = self.problems.validate_partial(SetModel, table, loc)
+            name = table.get("name")
+            if isinstance(name, str) and name in names:
+                self.problems.add(
+                    (*loc, "name"), f"set {name!r} is already defined by sets[{names[name]}]"
+                )
+            elif isinstance(name, str):
+                names[name] = index
+            # Destinations are checked even when the set's other keys are broken.
+            destinations = () if "destinations" in broken else self._destinations(table, loc)
+            if model is None:
+                continue
+            if "hash_key" in table and "algorithm" not in broken and model.algorithm != HASH:
+                self.problems.add((*loc, "hash_key"), 'hash_key applies to algorithm = "hash" only')
+            sets.append(SetSpec(model.name, destinations, model.algorithm, model.hash_key))
+        return tuple(sets)
+
+    def _destinations(self, table: dict[str, Any], loc: Loc) -> tuple[DestinationSpec, ...]:
+        tables: list[dict[str, Any]] = table["destinations"]  # its shape is checked
+        if not tables:
+            self.problems.add((*loc, "destinations"), "a set needs at least one destination")
+        seen: dict[tuple[str, str, int], int] = {}
+        destinations = []
+        for index, item in enumerate(tables):
+            dest_loc = (*loc, "destinations", index)
+            dest, _ = self.problems.validate_partial(DestinationModel, item, dest_loc)
+            if dest is None:
+                continue
+            uri = dest.uri
+            key = (uri.transport, uri.host, uri.port)
+            if key in seen:
+                self.problems.add(
+                    (*loc, "destinations", index, "uri"),
+                    f"same destination as destinations[{seen[key]}] "
+                    f"({uri.transport} {HostPort(uri.host, uri.port)})",
+                )
+            seen.setdefault(key, index)
+            destinations.append(
+                DestinationSpec(
+                    uri=uri.uri,
+                    host=uri.host,
+                    port=uri.port,
+                    transport=uri.transport,
+                    weight=dest.weight,
+                    priority=dest.priority,
+                    max_calls=dest.max_calls,
+                    attrs=MappingProxyType(dict(dest.attrs)),
+                )
+            )
+        return tuple(destinations)
+
+    def _routes(
+        self, tables: list[dict[str, Any]], set_names: Sequence[object]
+    ) -> tuple[RouteRule, ...]:
+        routes: list[RouteRule] = []
+        catch_all: int | None = None
+        for index, table in enumerate(tables):
+            loc: Loc = ("routes", index)
+            model = self.problems.validate(RouteModel, table, loc)
+            name = table.get("set")
+            if isinstance(name, str):
+                self._check_set_name(name, set_names, (*loc, "set"))
+            if model is None:
+                continue
+            if model.source == []:
+                self.problems.add((*loc, "source"), "an empty list never matches: remove the key")
+            if catch_all is not None:
+                self.problems.add(
+                    loc, f"never used: routes[{catch_all}] before it matches every request"
+                )
+            rule = RouteRule(
+                set_name=model.set,
+                methods=model.method,
+                ruri_user=model.ruri_user,
+                ruri_domain=model.ruri_domain,
+                sources=None if model.source is None else tuple(model.source),
+            )
+            if catch_all is None and _matches_everything(rule):
+                catch_all = index
+            routes.append(rule)
+        return tuple(routes)
+
+    def _default_set(self, name: str | None, set_names: Sequence[object]) -> str:
+        if name is not None:
+            self._check_set_name(name, set_names, ("default_set",))
+            return name
+        first = set_names[0] if set_names else None
+        return first if isinstance(first, str) else ""
+
+    def _check_set_name(self, name: str, set_names: Sequence[object], loc: Loc) -> None:
+        if "sets" in self.broken or name in set_names:
+            return
+        known = ", ".join(
+            repr(known) for known in dict.fromkeys(set_names) if isinstance(known, str)
+        )
+        self.problems.add(loc, f"unknown set {name!r} (sets: {known or 'none'})")
+
+    # [health], [proxy], [tcp], [limits], [log], [admin]
+
+    def _health(self, table: dict[str, Any]) -> HealthSettings:
+        model, broken = self.problems.validate_partial(HealthModel, table, ("health",))
+        if model is None:
+            return HealthSettings()
+        if not broken & {"timeout", "interval"} and model.timeout >= model.interval:
+            self.problems.add(
+                ("health", "timeout"), f"must be less than interval ({model.interval:g})"
+            )
+        fields = model.model_dump(exclude={"dead_codes"})
+        if model.dead_codes is not None:
+            fields["dead_codes"] = frozenset[int]().union(*model.dead_codes)
+        return HealthSettings(**fields)
+
+    def _proxy(self, table: dict[str, Any]) -> ProxySettings:
+        model, broken = self.problems.validate_partial(ProxyModel, table, ("proxy",))
+        if model is None:
+            return ProxySettings()
+        if not broken & {"t1", "t2"} and model.t2 < model.t1:
+            self.problems.add(("proxy", "t2"), f"must be at least t1 ({model.t1:g})")
+        if (
+            not broken & {"setup_timeout", "max_call_age"}
+            and model.setup_timeout > model.max_call_age
+        ):
+            self.problems.add(
+                ("proxy", "setup_timeout"),
+                f"must not exceed max_call_age ({model.max_call_age:g})",
+            )
+        fields = model.model_dump(exclude={"failover_codes"})
+        if model.failover_codes is not None:
+            fields["failover_codes"] = frozenset[int]().union(*model.failover_codes)
+        return ProxySettings(**fields)
+
+    def _limits(self, table: dict[str, Any]) -> LimitsSettings:
+        model, broken = self.problems.validate_partial(LimitsModel, table, ("limits",))
+        if model is None:
+            return LimitsSettings()
+        if (
+            not broken & {"max_line_length", "max_message_size"}
+            and model.max_line_length > model.max_message_size
+        ):
+            self.problems.add(
+                ("limits", "max_line_length"),
+                f"must not exceed max_message_size ({model.max_message_size})",
+            )
+        return LimitsSettings(**model.model_dump())
+
+    def _admin(self, table: dict[str, Any]) -> AdminSettings:
+        model, _ = self.problems.validate_partial(AdminModel, table, ("admin",))
+        if model is None:
+            return AdminSettings()
+        if model.token is not None and model.token_file is not None:
+            self.problems.add(("admin", "token_file"), "set token or token_file, not both")
+        host, port = model.listen
+        token_file = self._file(model.token_file, ("admin", "token_file"))
+        return AdminSettings(host, port, model.token, token_file)
+
+    def _section(
+        self, model_type: type[Model], table: dict[str, Any], key: str, settings: Callable[..., S]
+    ) -> S:
+        model = self.problems.validate(model_type, table, (key,))
+        return settings() if model is None else settings(**model.model_dump())
+
+
+def _matches_everything(rule: RouteRule) -> bool:
+    return (rule.methods, rule.ruri_user, rule.ruri_domain, rule.sources) == (None,) * 4

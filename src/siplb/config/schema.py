@@ -1,0 +1,171 @@
+"""The config file's schema: pydantic models at the edge, one per TOML table.
+
+Every model forbids unknown keys and is strict (TOML already gives typed values, so ``"5"`` is
+not a number and ``true`` is not 1); integers are accepted where seconds are expected. Text
+values are parsed here (``values.py``) so their problems carry the path of their key.
+Checks that span several keys or tables live in ``build.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict
+
+from siplb.dispatch.spec import Algorithm, HashKey
+
+from .settings import MIB, HostPort, IPNetwork
+from .values import (
+    DestinationUri,
+    check_token,
+    compile_regex,
+    parse_advertise,
+    parse_bind_address,
+    parse_codes,
+    parse_destination_uri,
+    parse_methods,
+    parse_network,
+)
+
+T = TypeVar("T")
+
+
+def _string(parse: Callable[[str], T]) -> Callable[[Any], T]:
+    def validate(value: Any) -> T:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return parse(value)
+
+    return validate
+
+
+def _set_name(value: str) -> str:
+    return check_token(
+        value, "set name", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "use up to 64 of A-Z a-z 0-9 _ . -"
+    )
+
+
+def _node_id(value: str) -> str:
+    return check_token(value, "node_id", r"[a-z0-9]{1,16}", "use 1 to 16 of a-z 0-9")
+
+
+BindAddress = Annotated[tuple[str, int], PlainValidator(_string(parse_bind_address))]
+Advertise = Annotated[HostPort, PlainValidator(_string(parse_advertise))]
+Uri = Annotated[DestinationUri, PlainValidator(_string(parse_destination_uri))]
+Network = Annotated[IPNetwork, PlainValidator(_string(parse_network))]
+Methods = Annotated[frozenset[str], PlainValidator(parse_methods)]
+Regex = Annotated[re.Pattern[str], PlainValidator(compile_regex)]
+DomainRegex = Annotated[
+    re.Pattern[str], PlainValidator(lambda value: compile_regex(value, re.IGNORECASE))
+]
+SetName = Annotated[str, PlainValidator(_string(_set_name))]
+NodeId = Annotated[str, PlainValidator(_string(_node_id))]
+DeadCodes = Annotated[frozenset[int], PlainValidator(lambda value: parse_codes(value, 200, 699))]
+FailoverCodes = Annotated[
+    frozenset[int], PlainValidator(lambda value: parse_codes(value, 300, 699))
+]
+Seconds = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class ListenModel(Model):
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    address: BindAddress
+    advertise: Advertise | None = None
+    recv_buffer: int = Field(4 * MIB, ge=65536)
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+
+class DestinationModel(Model):
+    uri: Uri
+    weight: Count = 1
+    priority: int = Field(0, ge=0)
+    max_calls: Count | None = None
+    attrs: dict[str, str] = {}
+
+
+class SetModel(Model):
+    name: SetName
+    algorithm: Annotated[Algorithm, Strict(False)] = Algorithm.ROUND_ROBIN
+    hash_key: Annotated[HashKey, Strict(False)] = HashKey.CALL_ID
+    destinations: list[dict[str, Any]]  # each one a DestinationModel, checked on its own
+
+
+class RouteModel(Model):
+    set: str
+    method: Methods | None = None
+    ruri_user: Regex | None = None
+    ruri_domain: DomainRegex | None = None
+    source: list[Network] | None = None
+
+
+class HealthModel(Model):
+    interval: Seconds = 1.0
+    timeout: Seconds = 0.5
+    down_after: Count = 2
+    up_after: Count = 2
+    dead_codes: list[DeadCodes] | None = None  # None: HealthSettings' default
+    passive: bool = True
+
+
+class ProxyModel(Model):
+    node_id: NodeId = "n1"
+    failover_timeout: Seconds = 2.0
+    max_attempts: Count = 3
+    failover_codes: list[FailoverCodes] | None = None  # None: ProxySettings' default
+    t1: Seconds = 0.5
+    t2: Seconds = 4.0
+    t4: Seconds = 5.0
+    max_call_age: Seconds = 7200.0
+    setup_timeout: Seconds = 180.0
+    retry_after: int = Field(5, ge=0)
+    grace_period: float = Field(5.0, ge=0)
+    max_forwards: int = Field(70, ge=1, le=255)
+    record_route: bool = True
+
+
+class TcpModel(Model):
+    idle_timeout: Seconds = 600.0
+    connect_timeout: Seconds = 2.0
+    max_connections: Count = 10000
+
+
+class LimitsModel(Model):
+    max_message_size: int = Field(65535, ge=1024, le=16 * MIB)
+    max_headers: int = Field(256, ge=8)
+    max_line_length: int = Field(8192, ge=256)
+
+
+class LogModel(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["human", "json"] = "human"
+
+
+class AdminModel(Model):
+    listen: BindAddress = ("127.0.0.1", 8080)
+    token: str | None = Field(None, min_length=1)
+    token_file: str | None = Field(None, min_length=1)
+
+
+class DocumentModel(Model):
+    """The top level. Tables are validated one by one (so a broken table does not hide the
+    problems of the others, nor the checks across tables): here they are only shapes."""
+
+    listen: list[dict[str, Any]] = []
+    sets: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = []
+    default_set: str | None = None
+    health: dict[str, Any] = {}
+    proxy: dict[str, Any] = {}
+    tcp: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    log: dict[str, Any] = {}
+    admin: dict[str, Any] = {}

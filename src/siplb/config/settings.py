@@ -1,0 +1,163 @@
+"""The validated settings the rest of siplb sees: frozen, slotted, already parsed.
+
+Destination sets and health settings are the shared types of ``siplb.dispatch.spec``; the rest
+is defined here. Every value has been checked by ``siplb.config``; nothing here validates.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Literal
+
+from siplb.dispatch.spec import HealthSettings, SetSpec, Transport
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["human", "json"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A host (IP literal or DNS name, IPv6 without brackets) and an optional port."""
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files of a TLS listener; relative paths were resolved against the config's folder."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    """One ``[[listen]]`` table: a socket to bind and what to put in Via/Record-Route."""
+
+    transport: Transport
+    host: str  # IP literal, IPv6 without brackets
+    port: int  # 0 lets the system choose (tests)
+    advertise: HostPort | None = None  # sent-by for Via and Record-Route instead of host:port
+    recv_buffer: int = 4 * MIB  # SO_RCVBUF, UDP only
+    tls: TlsFiles | None = None  # set exactly when transport == "tls"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """One ``[[routes]]`` table. Every match field given must match; None matches anything."""
+
+    set_name: str
+    methods: frozenset[str] | None = None  # case-sensitive method tokens
+    ruri_user: re.Pattern[str] | None = None  # full match
+    ruri_domain: re.Pattern[str] | None = None  # full match, case-insensitive
+    sources: tuple[IPNetwork, ...] | None = None
+
+    def matches(
+        self, method: str, ruri_user: str | None, ruri_domain: str, source: IPAddress
+    ) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.ruri_user is not None and (
+            ruri_user is None or self.ruri_user.fullmatch(ruri_user) is None
+        ):
+            return False
+        if self.ruri_domain is not None and self.ruri_domain.fullmatch(ruri_domain) is None:
+            return False
+        return self.sources is None or _source_matches(self.sources, source)
+
+
+def _source_matches(sources: tuple[IPNetwork, ...], source: IPAddress) -> bool:
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; match them as IPv4 too.
+    mapped = source.ipv4_mapped if isinstance(source, IPv6Address) else None
+    return any(source in net or (mapped is not None and mapped in net) for net in sources)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    node_id: str = "n1"  # [a-z0-9]{1,16}, carried in Via branches
+    failover_timeout: float = 2.0  # wait for a first response before the next destination
+    max_attempts: int = 3
+    failover_codes: frozenset[int] = frozenset({408, 500, 502, 503, 504})
+    t1: float = 0.5  # RFC 3261 17.1.1.1
+    t2: float = 4.0
+    t4: float = 5.0
+    max_call_age: float = 7200.0
+    setup_timeout: float = 180.0  # longest a call may stay in setup
+    retry_after: int = 5  # Retry-After seconds when every destination is full or down
+    grace_period: float = 5.0  # SIGTERM drain time
+    max_forwards: int = 70
+    record_route: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    idle_timeout: float = 600.0
+    connect_timeout: float = 2.0
+    max_connections: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    max_message_size: int = 65535
+    max_headers: int = 256
+    max_line_length: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: LogLevel = "info"
+    format: LogFormat = "human"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    token_file: Path | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole validated config file."""
+
+    listeners: tuple[ListenerSettings, ...]
+    sets: tuple[SetSpec, ...]
+    routes: tuple[RouteRule, ...]
+    default_set: str
+    health: HealthSettings = field(default_factory=HealthSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    tcp: TcpSettings = field(default_factory=TcpSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    source: str = "<string>"  # the file's path, or what the caller named the text
+    digest: str = ""  # sha256 hex of the file's bytes
+
+    def set_named(self, name: str) -> SetSpec:
+        """The set called ``name``; raises KeyError if there is none."""
+        for spec in self.sets:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
