@@ -1,0 +1,3 @@
+from siplb.cli import main
+
+main()

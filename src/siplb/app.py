@@ -1,0 +1,312 @@
+"""Composition root: builds the proxy core from a config, runs it on the event loop, reloads it,
+shuts it down (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from siplb.config import Config, ConfigError, load_config
+from siplb.dispatch import State, StateChanged
+from siplb.io.tcp import ConnectionPool
+from siplb.io.udp import UdpEndpoint, bind_udp
+from siplb.proxy.actions import (
+    CallsExpired,
+    FailedOver,
+    MessageDropped,
+    RequestRejected,
+    Send,
+    Target,
+)
+from siplb.proxy.core import Proxy
+from siplb.proxy.listeners import Listener
+from siplb.sip import Limits, ParseError, Request, Response
+
+log = logging.getLogger("siplb")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationView:
+    set_name: str
+    uri: str
+    state: str
+    cause: str
+    weight: int
+    priority: int
+    active_calls: int
+    max_calls: int | None
+    probe_latency_ms: float | None
+
+
+class Balancer:
+    """One proxy core with its sockets, its timer and its clock."""
+
+    def __init__(self, config: Config, *, worker: int = 0) -> None:
+        self.config = config
+        self.worker = worker
+        self.loop = asyncio.get_running_loop()
+        self.proxy: Proxy | None = None
+        self.listeners: list[Listener] = []
+        self._udp: dict[int, asyncio.DatagramTransport] = {}
+        self._udp_by_family: dict[int, int] = {}
+        limits = Limits(
+            config.limits.max_message_size, config.limits.max_headers, config.limits.max_line_length
+        )
+        self.limits = limits
+        self.pool = ConnectionPool(
+            self.loop,
+            limits,
+            self._on_stream_message,
+            self._on_stream_malformed,
+            self._on_transport_failure,
+            idle_timeout=config.tcp.idle_timeout,
+            connect_timeout=config.tcp.connect_timeout,
+            max_connections=config.tcp.max_connections,
+        )
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.started_at = self.loop.time()
+
+    # ---- start and stop --------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        for index, spec in enumerate(config.listeners):
+            if spec.transport == "udp":
+                sock = bind_udp(spec.host, spec.port, spec.recv_buffer)
+                port = sock.getsockname()[1]
+                transport, _ = await self.loop.create_datagram_endpoint(
+                    lambda i=index: UdpEndpoint(  # type: ignore[misc]
+                        lambda data, addr: self._on_datagram(i, data, addr), self._on_udp_error
+                    ),
+                    sock=sock,
+                )
+                self._udp[index] = transport
+            elif spec.transport == "tcp":
+                port = await self.pool.listen(spec.host, spec.port, index, "tcp")
+            else:
+                raise NotImplementedError("TLS listeners are not supported yet")
+            advertise = spec.advertise
+            listener = Listener(
+                index,
+                spec.transport,
+                spec.host,
+                port,
+                advertise.host if advertise else None,
+                advertise.port if advertise else None,
+            )
+            self.listeners.append(listener)
+            if spec.transport == "udp":
+                self._udp_by_family.setdefault(listener.family, index)
+            log.info("listening on %s %s:%d", spec.transport, spec.host, port)
+        self.proxy = Proxy(
+            listeners=self.listeners,
+            sets=config.sets,
+            routes=config.routes,
+            default_set=config.default_set,
+            settings=config.proxy,
+            health=config.health,
+            now=self.loop.time(),
+            limits=self.limits,
+            worker=self.worker,
+        )
+        self._flush()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking new calls, let transactions finish within the grace period, close."""
+        proxy = self.proxy
+        if proxy is not None:
+            proxy.stop_accepting()
+            deadline = self.loop.time() + (
+                self.config.proxy.grace_period if grace is None else grace
+            )
+            # the pure core has no future to await; its count is polled, bounded by the grace
+            while proxy.busy and self.loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            if proxy.busy:
+                log.warning("stopping with %d transactions still open", proxy.busy)
+        if self._timer is not None:
+            self._timer.cancel()
+        for transport in self._udp.values():
+            transport.close()
+        self.pool.close()
+
+    def reload(self, config: Config) -> None:
+        """Take a new config's sets, routes and health settings; listeners stay as they are."""
+        assert self.proxy is not None
+        changes = self.proxy.reconfigure(
+            sets=config.sets,
+            routes=config.routes,
+            default_set=config.default_set,
+            now=self.loop.time(),
+        )
+        self.config = config
+        self._flush()
+        log.info("reloaded %s (%d destination changes)", config.source, changes)
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def _on_datagram(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.proxy is not None
+        self.proxy.receive(data, Target("udp", addr[0], addr[1]), index, self.loop.time())
+        self._flush()
+
+    def _on_stream_message(self, message: Request | Response, peer: Target, index: int) -> None:
+        assert self.proxy is not None
+        self.proxy.receive_message(message, peer, index, self.loop.time())
+        self._flush()
+
+    def _on_stream_malformed(
+        self, data: bytes, error: ParseError, peer: Target, index: int
+    ) -> None:
+        assert self.proxy is not None
+        self.proxy.receive_malformed(data, error, peer, index)
+        self._flush()
+
+    def _on_transport_failure(self, target: Target) -> None:
+        if self.proxy is not None:
+            self.proxy.transport_error(target, self.loop.time())
+            self._flush()
+
+    def _on_udp_error(self, exc: OSError) -> None:
+        log.debug("UDP error: %s", exc)  # ICMP errors; timeouts tell the core what it needs
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self.proxy is not None
+        self.proxy.handle_timer(self.loop.time())
+        self._flush()
+
+    # ---- outputs ---------------------------------------------------------------------------
+    def _flush(self) -> None:
+        proxy = self.proxy
+        assert proxy is not None
+        if proxy.out:
+            sends = proxy.out[:]
+            proxy.out.clear()
+            for send in sends:
+                self._send(send)
+        if proxy.events:
+            events = proxy.events[:]
+            proxy.events.clear()
+            for event in events:
+                _log_event(event)
+        deadline = proxy.get_timer()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _send(self, send: Send) -> None:
+        target = send.target
+        if not _is_ip(target.host):
+            self.loop.create_task(self._resolve_and_send(send))
+            return
+        if target.transport == "udp":
+            index = (
+                send.listener
+                if send.listener in self._udp
+                else self._udp_by_family.get(6 if ":" in target.host else 4)
+            )
+            if index is None:
+                log.warning("no UDP listener to reach %s", target)
+                return
+            try:
+                self._udp[index].sendto(send.data, target.address)
+            except OSError as exc:
+                log.debug("send to %s failed: %s", target, exc)
+                self._on_transport_failure(target)
+        else:
+            self.pool.send(send.data, target, send.listener)
+
+    async def _resolve_and_send(self, send: Send) -> None:
+        target = send.target
+        try:
+            infos = await self.loop.getaddrinfo(target.host, target.port, proto=0)
+        except OSError as exc:
+            log.info("cannot resolve %s: %s", target.host, exc)
+            self._on_transport_failure(target)
+            return
+        host = str(infos[0][4][0])
+        self._send(Send(send.data, Target(target.transport, host, target.port), send.listener))
+
+    # ---- views -----------------------------------------------------------------------------
+    def destinations(self) -> list[DestinationView]:
+        assert self.proxy is not None
+        dispatcher = self.proxy.dispatcher
+        prober = self.proxy.prober
+        out = []
+        for spec in dispatcher.sets():
+            for dest in dispatcher.destinations(spec.name):
+                snap = dispatcher.snapshot(dest.uri)
+                samples = prober.latency.get(dest.uri) if prober is not None else None
+                latency = 1000 * sum(samples) / len(samples) if samples else None
+                out.append(
+                    DestinationView(
+                        spec.name,
+                        dest.uri,
+                        str(snap.state),
+                        snap.cause,
+                        dest.spec.weight,
+                        dest.spec.priority,
+                        snap.active_calls,
+                        dest.spec.max_calls,
+                        latency,
+                    )
+                )
+        return out
+
+
+def _log_event(event: object) -> None:
+    if isinstance(event, StateChanged):
+        level = logging.WARNING if event.new in (State.DOWN,) else logging.INFO
+        log.log(
+            level, "destination %s: %s -> %s (%s)", event.uri, event.old, event.new, event.cause
+        )
+    elif isinstance(event, FailedOver):
+        log.info("call %s failed over from %s (%s)", event.call_id, event.uri, event.cause)
+    elif isinstance(event, RequestRejected):
+        log.debug(
+            "answered %s %d from %s: %s", event.method, event.status, event.source, event.reason
+        )
+    elif isinstance(event, MessageDropped):
+        log.debug("dropped from %s: %s", event.source, event.reason)
+    elif isinstance(event, CallsExpired):
+        log.info("%d calls expired from the call table", event.count)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def serve(config_path: Path) -> int:
+    """``siplb run``: run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    config = load_config(config_path)
+    balancer = Balancer(config)
+    await balancer.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        try:
+            new = load_config(config_path)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays:\n%s", exc)
+            return
+        balancer.reload(new)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    log.info("stopping: no new calls, %.1f s for transactions to finish", config.proxy.grace_period)
+    await balancer.stop()
+    return 0

@@ -1,0 +1,579 @@
+"""The stateful proxy core (RFC 3261 section 16): bytes and ``now`` in, ``Send`` actions out.
+
+    proxy.receive(data, source, listener, now)   # a datagram, or a framed stream message
+    proxy.transport_error(target, now)           # the shell could not send or connect
+    proxy.handle_timer(now)                       # when proxy.get_timer() has come
+    proxy.out, proxy.events                       # drained by the shell after every call
+
+No sockets, no clock, no asyncio: a test drives a whole call with a fake clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from siplb.config.settings import ProxySettings, RouteRule
+from siplb.dispatch import Dispatcher, HashKey, HealthSettings, SetSpec, StateChanged
+from siplb.sip import (
+    DEFAULT_LIMITS,
+    Limits,
+    NameAddr,
+    ParseError,
+    Request,
+    Response,
+    SipUri,
+    Via,
+    parse,
+    parse_name_addr,
+    parse_uri,
+    validate_request,
+)
+
+from .actions import CallsExpired, Event, MessageDropped, RequestRejected, Send, Target
+from .branch import BranchMaker
+from .build import make_response
+from .forwarding import Forwarding
+from .listeners import DEFAULT_PORTS, Listener, LocalNames
+from .probe import Prober
+from .rescue import reply_to_garbage
+from .timers import TimerHeap, Timers
+from .transaction import ClientTransaction, ClientUser, ServerTransaction
+
+HOUSEKEEPING_INTERVAL = 1.0
+ALLOW = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, SUBSCRIBE, NOTIFY, REFER, MESSAGE"
+
+
+class Proxy:
+    def __init__(
+        self,
+        *,
+        listeners: Sequence[Listener],
+        sets: Sequence[SetSpec],
+        routes: Sequence[RouteRule] = (),
+        default_set: str,
+        settings: ProxySettings,
+        health: HealthSettings,
+        now: float,
+        limits: Limits = DEFAULT_LIMITS,
+        worker: int = 0,
+        rng: random.Random | None = None,
+        probing: bool = True,
+    ) -> None:
+        if not listeners:
+            raise ValueError("the proxy needs at least one listener")
+        self.listeners = list(listeners)
+        self.settings = settings
+        self.limits = limits
+        self.timers = Timers(settings.t1, settings.t2, settings.t4)
+        self.branches = BranchMaker(settings.node_id, worker)
+        self.dispatcher = Dispatcher(sets, health, rng or random.Random(), now)
+        self.routes = tuple(routes)
+        self.default_set = default_set
+        self._set_specs = {spec.name: spec for spec in sets}
+        self.names = LocalNames(self.listeners)
+        self.heap = TimerHeap()
+        self.out: list[Send] = []
+        self.events: list[Event | StateChanged] = []
+        self.stats: Counter[str] = Counter()
+        self.servers: dict[tuple[str, ...], ServerTransaction] = {}
+        self.clients: dict[tuple[str, str], ClientTransaction] = {}
+        self.accepting = True
+        self._by_transport: dict[tuple[str, int], int] = {}
+        for listener in reversed(self.listeners):
+            self._by_transport[(listener.transport, listener.family)] = listener.index
+        self.prober = Prober(self, health, now) if probing else None
+        self._housekeeping = _Housekeeping(self)
+        self.heap.schedule(self._housekeeping, now + HOUSEKEEPING_INTERVAL)
+
+    # ---- the shell's inputs --------------------------------------------------------------------
+    def receive(self, data: bytes, source: Target, listener: int, now: float) -> None:
+        try:
+            message = parse(data, self.limits)
+        except ParseError as exc:
+            self.receive_malformed(data, exc, source, listener)
+            return
+        self.receive_message(message, source, listener, now)
+
+    def receive_message(
+        self, message: Request | Response, source: Target, listener: int, now: float
+    ) -> None:
+        if isinstance(message, Request):
+            self.stats["requests"] += 1
+            self._request(message, source, listener, now)
+        else:
+            self.stats["responses"] += 1
+            self._response(message, source, listener, now)
+
+    def receive_malformed(
+        self, data: bytes, error: ParseError, source: Target, listener: int
+    ) -> None:
+        """A message that does not parse: answer it when a reply can be built, else drop it."""
+        self.stats[f"malformed:{error.reason}"] += 1
+        reply = reply_to_garbage(data, error.status_hint, error.reason)
+        if reply is None:
+            self._drop(f"malformed: {error.reason}", source)
+            return
+        self.stats["rejected"] += 1
+        self.events.append(RequestRejected(error.status_hint, error.reason, "?", source))
+        self.out.append(Send(reply, source, listener))
+
+    def transport_error(self, target: Target, now: float) -> None:
+        """Sending to ``target`` failed (connection refused, reset, unreachable)."""
+        for txn in [t for t in self.clients.values() if t.target == target]:
+            txn.fail("transport error", now)
+        if self.prober is not None:
+            self.prober.transport_error(target, now)
+
+    def get_timer(self) -> float | None:
+        return self.heap.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        self.heap.run_due(now)
+
+    def stop_accepting(self) -> None:
+        """Shutting down: new dialogs get 503; transactions and calls in progress go on."""
+        self.accepting = False
+
+    def reconfigure(
+        self,
+        *,
+        sets: Sequence[SetSpec],
+        routes: Sequence[RouteRule],
+        default_set: str,
+        now: float,
+    ) -> int:
+        """A reload: new sets and routes; calls and transactions in progress keep their
+        destinations, a removed destination drains until its last call ends."""
+        changes = self.dispatcher.replace_sets(sets, now)
+        self.events.extend(changes)
+        self.routes = tuple(routes)
+        self.default_set = default_set
+        self._set_specs = {spec.name: spec for spec in sets}
+        if self.prober is not None:
+            self.prober.refresh(now)
+        return len(changes)
+
+    @property
+    def busy(self) -> int:
+        """Transactions still alive (the shell waits for 0, or the grace period, to exit)."""
+        return len(self.servers) + len(self.clients)
+
+    # ---- requests --------------------------------------------------------------------------
+    def _request(self, request: Request, source: Target, listener: int, now: float) -> None:
+        try:
+            via = request.top_via()
+        except ParseError as exc:
+            self._drop(f"request without a usable Via: {exc.reason}", source)
+            return
+        key = _server_key(request, via)
+        method = request.method
+        if method == "ACK":
+            txn = self.servers.get((*key[:-1], "INVITE"))
+            if txn is None or not txn.receive_ack(now):
+                self._forward_ack(request, via, source, listener, now)
+            return
+        txn = self.servers.get(key)
+        if txn is not None:
+            self.stats["retransmissions"] += 1
+            txn.receive_retransmission(now)
+            return
+        txn = ServerTransaction(
+            key, request, source, listener, self, self.heap, self.out, self.timers
+        )
+        self.servers[key] = txn
+        try:
+            validate_request(request)
+            max_forwards = request.max_forwards
+        except ParseError as exc:
+            self.respond(txn, exc.status_hint, now, cause=exc.reason)
+            return
+        if method == "INVITE":
+            txn.respond(100, make_response(request, 100).to_bytes(), now)
+        if max_forwards == 0:
+            self.respond(txn, 483, now)
+            return
+        if request.has(b"proxy-require"):  # 16.3 step 5: we support no extensions
+            unsupported = b", ".join(request.values(b"proxy-require"))
+            self.respond(txn, 420, now, extra=[(b"Unsupported", unsupported)])
+            return
+        if method == "CANCEL":
+            self._cancel(request, txn, key, now)
+            return
+        self._route(request, via, txn, source, listener, now)
+
+    def _route(
+        self,
+        request: Request,
+        via: Via,
+        txn: ServerTransaction,
+        source: Target,
+        listener: int,
+        now: float,
+    ) -> None:
+        try:
+            routed = self._preprocess(request, via, source)
+        except ParseError as exc:
+            self.respond(txn, exc.status_hint, now, cause=exc.reason)
+            return
+        base, next_hop, hop_listener, initial = routed
+        if next_hop is not None:
+            Forwarding(
+                self, txn, base, incoming=listener, target=next_hop, target_listener=hop_listener
+            ).start(now)
+            return
+        if request.method == "OPTIONS" and self._is_for_us(request):
+            self.respond(txn, 200, now, extra=[(b"Allow", ALLOW), (b"Accept", b"application/sdp")])
+            return
+        if not initial:  # in-dialog, but nowhere to go
+            self.respond(txn, 404, now, cause="no route for an in-dialog request")
+            return
+        if not self.accepting:
+            self.respond(txn, 503, now, extra=[(b"Retry-After", b"5")], cause="shutting down")
+            return
+        set_name = self._select_set(request, source)
+        Forwarding(
+            self,
+            txn,
+            base,
+            incoming=listener,
+            set_name=set_name,
+            hash_input=self._hash_input(request, set_name),
+        ).start(now)
+
+    def _preprocess(
+        self, request: Request, via: Via, source: Target
+    ) -> tuple[Request, Target | None, int | None, bool]:
+        """Loose routing (16.4), Max-Forwards (16.6 step 3), received/rport (RFC 3581).
+
+        Returns the request to forward, the next hop when Route or the dialog decides it (None:
+        dispatch to a set), the listener our last Route entry named, and whether it is initial.
+        """
+        out = request
+        routes = request.values(b"route") if request.has(b"route") else []
+        hop_listener: int | None = None
+        ruri = request.parsed_uri()
+        if isinstance(ruri, SipUri) and routes and ruri.user is None:
+            named = self.names.listener_for(ruri)
+            if named is not None:  # 16.4: a strict router put our RR URI in the Request-URI
+                out = out.with_uri(parse_name_addr(routes[-1]).uri)
+                routes = routes[:-1]
+                out = _set_routes(out, routes)
+                ruri = out.parsed_uri()
+        popped = 0
+        for value in routes:
+            uri = parse_name_addr(value).parsed_uri()
+            named = self.names.listener_for(uri) if isinstance(uri, SipUri) else None
+            if named is None:
+                break
+            hop_listener = named.index
+            popped += 1
+        for _ in range(popped):
+            out = out.without_top_value(b"route")
+        routes = routes[popped:]
+        mf = request.max_forwards
+        out = out.with_header(
+            b"Max-Forwards",
+            str(self.settings.max_forwards if mf is None else mf - 1).encode("ascii"),
+        )
+        out = _stamp_via(out, via, source)
+        initial = request.to_tag is None
+        if routes:
+            return (
+                out,
+                self._uri_target(parse_name_addr(routes[0]).parsed_uri(), None),
+                None,
+                initial,
+            )
+        if not initial and not self._is_for_us_uri(ruri):
+            hop_transport = (
+                self.listeners[hop_listener].transport if hop_listener is not None else None
+            )
+            return out, self._uri_target(ruri, hop_transport), hop_listener, initial
+        return out, None, hop_listener, initial
+
+    def _uri_target(self, uri: object, fallback_transport: str | None) -> Target:
+        if not isinstance(uri, SipUri):
+            raise ParseError("next hop is not a SIP URI", 416)
+        transport = uri.params.get("transport")
+        transport = transport.lower() if transport else fallback_transport or uri.transport
+        if transport not in DEFAULT_PORTS:
+            raise ParseError(f"unsupported transport {transport}", 503)
+        host = uri.params.get("maddr") or uri.host
+        return Target(transport, host, uri.port or DEFAULT_PORTS[transport])
+
+    def _is_for_us(self, request: Request) -> bool:
+        try:
+            return self._is_for_us_uri(request.parsed_uri())
+        except ParseError:
+            return False
+
+    def _is_for_us_uri(self, uri: object) -> bool:
+        return (
+            isinstance(uri, SipUri)
+            and uri.user is None
+            and self.names.listener_for(uri) is not None
+        )
+
+    def _select_set(self, request: Request, source: Target) -> str:
+        if not self.routes:
+            return self.default_set
+        uri = request.parsed_uri()
+        user = uri.user.decode("latin-1") if isinstance(uri, SipUri) and uri.user else None
+        domain = uri.host if isinstance(uri, SipUri) else ""
+        address = _ip(source.host)
+        for rule in self.routes:
+            if rule.matches(request.method, user, domain, address):
+                return rule.set_name
+        return self.default_set
+
+    def _hash_input(self, request: Request, set_name: str) -> bytes:
+        spec = self._set_specs.get(set_name)
+        if spec is None or spec.algorithm != "hash":
+            return b""
+        key = spec.hash_key
+        if key is HashKey.CALL_ID:
+            return request.call_id or b""
+        if key is HashKey.FROM_URI or key is HashKey.TO_URI:
+            addr: NameAddr | None = request.name_addr(b"from" if key is HashKey.FROM_URI else b"to")
+            return addr.uri if addr is not None else b""
+        uri = request.parsed_uri()
+        return (uri.user or b"") if isinstance(uri, SipUri) else b""
+
+    def _cancel(
+        self, request: Request, txn: ServerTransaction, key: tuple[str, ...], now: float
+    ) -> None:
+        """16.10: answer the CANCEL, then cancel the INVITE's pending branches."""
+        invite = self.servers.get((*key[:-1], "INVITE"))
+        if invite is None:
+            self.respond(txn, 481, now)
+            return
+        self.respond(txn, 200, now)
+        context = invite.context
+        if isinstance(context, Forwarding):
+            context.cancel(now)
+        elif not invite.final_sent:
+            self.respond(invite, 487, now)
+
+    def _forward_ack(
+        self, request: Request, via: Via, source: Target, listener: int, now: float
+    ) -> None:
+        """ACK for a 2xx (or one we cannot match): forwarded statelessly by Route/R-URI."""
+        try:
+            base, next_hop, hop_listener, _initial = self._preprocess(request, via, source)
+        except ParseError as exc:
+            self._drop(f"ACK: {exc.reason}", source)
+            return
+        if next_hop is None:
+            self._drop("ACK matching no transaction", source)
+            return
+        out_listener = self.listener_for(next_hop, hop_listener or listener)
+        branch = self.branches.stateless((via.branch or "").encode() + via.sent_by.encode())
+        data = base.with_header_first(
+            b"Via", self.listeners[out_listener].via_prefix + b";branch=" + branch.encode("ascii")
+        ).to_bytes()
+        self.out.append(Send(data, next_hop, out_listener))
+
+    # ---- responses -------------------------------------------------------------------------
+    def _response(self, response: Response, source: Target, listener: int, now: float) -> None:
+        try:
+            via = response.top_via()
+            method = response.cseq.method
+        except ParseError as exc:
+            self._drop(f"response: {exc.reason}", source)
+            return
+        branch = via.branch
+        if branch is None or not self.branches.is_ours(branch):
+            self._drop("response whose top Via is not ours", source)
+            return
+        if self.branches.is_probe(branch):
+            if self.prober is not None:
+                self.prober.receive(branch, response.status, now)
+            return
+        txn = self.clients.get((branch, method))
+        if txn is not None:
+            txn.receive_response(response, now)
+        elif method == "INVITE" and 200 <= response.status < 300:
+            self._forward_stateless_response(response, source)  # 2xx after the transaction
+        else:
+            self._drop("response matching no transaction", source)
+
+    def forward_response(self, server: ServerTransaction, response: Response, now: float) -> None:
+        """Send a downstream response upstream through its server transaction (16.7 step 9)."""
+        upstream = response.without_top_value(b"via")
+        if not upstream.has(b"via"):
+            self._drop("response with only our Via", server.source)
+            return
+        server.respond(response.status, upstream.to_bytes(), now)
+
+    def _forward_stateless_response(self, response: Response, source: Target) -> None:
+        upstream = response.without_top_value(b"via")
+        try:
+            via = upstream.top_via()
+        except ParseError:
+            self._drop("response with no Via for the way back", source)
+            return
+        target = _via_target(via)
+        self.out.append(Send(upstream.to_bytes(), target, self.listener_for(target, None)))
+
+    def respond(
+        self,
+        server: ServerTransaction,
+        status: int,
+        now: float,
+        *,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """Answer a request ourselves."""
+        request = server.request
+        to_tag = hashlib.blake2b("/".join(server.key).encode(), digest_size=6).hexdigest().encode()
+        response = make_response(request, status, to_tag=to_tag, extra=extra)
+        if status >= 300:
+            self.stats[f"local:{status}"] += 1
+            self.events.append(RequestRejected(status, cause or "", request.method, server.source))
+        server.respond(status, response.to_bytes(), now)
+
+    # ---- helpers for the response contexts -----------------------------------------------------
+    def listener_for(self, target: Target, prefer: int | None) -> int:
+        """The listener to send to ``target`` from: ``prefer`` if it fits, else one that does."""
+        family = 6 if ":" in target.host else 4
+        if prefer is not None:
+            chosen = self.listeners[prefer]
+            if chosen.transport == target.transport and chosen.family == family:
+                return prefer
+        index = self._by_transport.get((target.transport, family))
+        if index is None:
+            index = self._by_transport.get(("udp", family), 0)
+        return index
+
+    def add_record_route(self, request: Request, incoming: int, outgoing: int) -> Request:
+        """16.6 step 4; two entries when the request changes listener (transport or address)."""
+        if incoming != outgoing:
+            request = request.with_header_first(
+                b"Record-Route", self.listeners[incoming].record_route
+            )
+        return request.with_header_first(b"Record-Route", self.listeners[outgoing].record_route)
+
+    def new_client(
+        self,
+        branch: str,
+        request: Request,
+        target: Target,
+        listener: int,
+        user: ClientUser,
+        now: float,
+    ) -> ClientTransaction:
+        return ClientTransaction(
+            branch,
+            request,
+            target,
+            listener,
+            user,
+            self.heap,
+            self.out,
+            self.timers,
+            self.clients,
+            failover_timeout=self.settings.failover_timeout,
+            timer_c=self.settings.setup_timeout,
+            now=now,
+        )
+
+    def server_terminated(self, txn: ServerTransaction) -> None:
+        if self.servers.get(txn.key) is txn:
+            del self.servers[txn.key]
+
+    def passive_failure(self, uri: str, cause: str, now: float) -> None:
+        self._health_event(self.dispatcher.health.passive_failure(uri, now, cause))
+
+    def passive_success(self, uri: str, now: float) -> None:
+        self._health_event(self.dispatcher.health.passive_success(uri, now))
+
+    def _health_event(self, event: StateChanged | None) -> None:
+        if event is not None:
+            self.events.append(event)
+
+    def _drop(self, reason: str, source: Target) -> None:
+        self.stats["dropped"] += 1
+        self.events.append(MessageDropped(reason, source))
+
+    def housekeeping(self, now: float) -> None:
+        settings = self.settings
+        expired = self.dispatcher.accounting.expire(
+            now, settings.max_call_age, settings.setup_timeout
+        )
+        if expired:
+            self.events.append(CallsExpired(len(expired)))
+        self.dispatcher.sweep()
+
+
+class _Housekeeping:
+    __slots__ = ("deadline", "proxy")
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.deadline: float | None = None
+
+    def on_timer(self, now: float) -> None:
+        self.proxy.housekeeping(now)
+        self.proxy.heap.schedule(self, now + HOUSEKEEPING_INTERVAL)
+
+
+def _server_key(request: Request, via: Via) -> tuple[str, ...]:
+    """17.2.3: branch + sent-by + method (ACK and CANCEL matched to INVITE by the caller)."""
+    branch = via.branch
+    method = "INVITE" if request.method == "ACK" else request.method
+    if branch is not None and branch.startswith("z9hG4bK"):
+        return (branch, via.sent_by, method)
+    # RFC 2543 peers: no magic cookie, match on the dialog and CSeq (17.2.3, last paragraph)
+    cseq = request.cseq.number if request.has(b"cseq") else 0
+    return (
+        (request.call_id or b"").decode("latin-1"),
+        (request.from_tag or b"").decode("latin-1"),
+        str(cseq),
+        via.sent_by,
+        method,
+    )
+
+
+def _stamp_via(request: Request, via: Via, source: Target) -> Request:
+    """RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+    wants_rport = via.has_rport and via.rport is None
+    if via.host == source.host and not wants_rport:
+        return request
+    params = dict(via.params)
+    params["received"] = source.host
+    if wants_rport:
+        params["rport"] = str(source.port)
+    stamped = Via(via.transport, via.host, via.port, params, via.protocol)
+    return request.without_top_value(b"via").with_header_first(b"Via", stamped.to_bytes())
+
+
+def _set_routes(request: Request, routes: list[bytes]) -> Request:
+    out = request.without_header(b"route")
+    for value in reversed(routes):
+        out = out.with_header_first(b"Route", value)
+    return out
+
+
+def _via_target(via: Via) -> Target:
+    """Where a response goes by its Via (18.2.2, RFC 3581 4)."""
+    transport = via.transport.lower()
+    host = via.received or via.host
+    port = via.rport or via.port or DEFAULT_PORTS.get(transport, 5060)
+    return Target(transport if transport in DEFAULT_PORTS else "udp", host, port)
+
+
+@lru_cache(maxsize=4096)
+def _ip(host: str) -> IPv4Address | IPv6Address:
+    try:
+        return ip_address(host)
+    except ValueError:
+        return IPv4Address(0)
+
+
+__all__ = ["Proxy", "parse_uri"]

@@ -1,0 +1,258 @@
+"""The response context of one forwarded request (RFC 3261 16.7): attempts, failover, answer.
+
+A request dispatched to a destination set is tried on one destination at a time; a timeout, a
+transport error or a failover code moves it to the next destination inside the same server
+transaction, up to ``max_attempts``. A request routed by Route/Request-URI (in-dialog) has one
+fixed target. The best final response goes upstream (16.7 step 6), 2xx always at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from siplb.dispatch import Destination, NoDestination
+from siplb.sip import Request, Response
+
+from .actions import FailedOver, Target
+from .build import make_cancel, make_response
+from .transaction import NO_USER, ClientTransaction, ServerTransaction
+
+if TYPE_CHECKING:
+    from .core import Proxy
+
+# Methods whose requests create dialogs and so get Record-Route (RFC 3261 12.1, RFC 6665, 3515).
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
+class Forwarding:
+    __slots__ = (
+        "attempts",
+        "base",
+        "best",
+        "call_key",
+        "cancelled",
+        "current",
+        "done",
+        "hash_input",
+        "incoming",
+        "proxy",
+        "server",
+        "set_name",
+        "target",
+        "target_listener",
+        "tried",
+        "uri",
+    )
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        server: ServerTransaction,
+        base: Request,
+        *,
+        incoming: int,
+        set_name: str | None = None,
+        hash_input: bytes = b"",
+        target: Target | None = None,
+        target_listener: int | None = None,
+    ) -> None:
+        self.proxy = proxy
+        self.server = server
+        self.base = base  # Max-Forwards, Route and top Via already processed
+        self.incoming = incoming
+        self.set_name = set_name
+        self.hash_input = hash_input
+        self.target = target
+        self.target_listener = target_listener
+        self.tried: frozenset[str] = frozenset()
+        self.attempts = 0
+        self.current: ClientTransaction | None = None
+        self.best: Response | None = None
+        self.cancelled = False
+        self.done = False
+        self.uri: str | None = None  # the destination now tried
+        self.call_key: bytes | None = None
+        if base.method == "INVITE" and set_name is not None and base.to_tag is None:
+            self.call_key = base.call_id
+        server.context = self
+
+    # ---- attempts ----------------------------------------------------------------------------
+    def start(self, now: float) -> None:
+        self._attempt(now)
+
+    def _attempt(self, now: float) -> None:
+        proxy = self.proxy
+        if self.set_name is not None:
+            choice = proxy.dispatcher.choose(self.set_name, self.hash_input, self.tried)
+            if isinstance(choice, NoDestination):
+                self._give_up(choice.reason, now)
+                return
+            target = _target_of(choice)
+            self.uri = choice.uri
+            self.tried = self.tried | {choice.uri}
+            listener = proxy.listener_for(target, self.incoming)
+        else:
+            if self.target is None or self.attempts:
+                self._give_up("no target", now)
+                return
+            target = self.target
+            listener = proxy.listener_for(target, self.target_listener or self.incoming)
+        self.attempts += 1
+        request = self.base
+        if (
+            proxy.settings.record_route
+            and request.method in DIALOG_CREATING
+            and (request.to_tag is None)
+        ):
+            request = proxy.add_record_route(request, self.incoming, listener)
+        branch = proxy.branches.new()
+        via = proxy.listeners[listener].via_prefix + b";branch=" + branch.encode("ascii")
+        request = request.with_header_first(b"Via", via)
+        self.current = proxy.new_client(branch, request, target, listener, self, now)
+        if self.call_key is not None and self.uri is not None:
+            accounting = proxy.dispatcher.accounting
+            if self.attempts == 1:
+                accounting.setup_started(self.call_key, self.uri, now)
+            else:
+                accounting.moved(self.call_key, self.uri, now)
+
+    def _can_fail_over(self) -> bool:
+        return (
+            self.set_name is not None
+            and not self.cancelled
+            and self.attempts < self.proxy.settings.max_attempts
+        )
+
+    # ---- what the client transaction reports ----------------------------------------------
+    def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
+        status = response.status
+        if status < 200:
+            if self.cancelled and txn is self.current:
+                self._send_cancel(txn, now)
+            if status > 100 and not self.done:
+                self.proxy.forward_response(self.server, response, now)
+            return
+        if status < 300:
+            self.done = True
+            if self.uri is not None:
+                self.proxy.passive_success(self.uri, now)
+            if self.call_key is not None:
+                self.proxy.dispatcher.accounting.confirmed(self.call_key, now)
+            self.proxy.forward_response(self.server, response, now)
+            return
+        if txn is not self.current or self.done:
+            return
+        proxy = self.proxy
+        if status == 503 and self.uri is not None:
+            proxy.passive_failure(self.uri, f"503 on {self.base.method}", now)
+        self.best = _better(self.best, response)
+        if status in proxy.settings.failover_codes and self._can_fail_over():
+            self._fail_over(f"{status} {response.reason.decode('latin-1')}", now)
+            return
+        self._finish(now)
+
+    def on_failure(self, txn: ClientTransaction, cause: str, now: float) -> None:
+        if txn is not self.current or self.done:
+            return
+        proxy = self.proxy
+        if cause == "timer C":
+            self._send_cancel(txn, now)  # 16.8: CANCEL the branch, treat as 408
+            self.best = _better(self.best, None)
+            self._respond_local(408, now)
+            return
+        if self.uri is not None:
+            proxy.passive_failure(self.uri, f"{cause} on {self.base.method}", now)
+        if self.cancelled:
+            self._respond_local(487, now)
+        elif self._can_fail_over():
+            self._fail_over(cause, now)
+        elif self.best is not None:
+            self._finish(now)
+        else:
+            self._respond_local(503 if self.set_name is not None else 408, now)
+
+    def _fail_over(self, cause: str, now: float) -> None:
+        if self.set_name is not None and self.uri is not None:
+            call_id = (self.base.call_id or b"").decode("latin-1")
+            self.proxy.events.append(FailedOver(call_id, self.set_name, self.uri, cause))
+            self.proxy.stats["failovers"] += 1
+        self._attempt(now)
+
+    def _give_up(self, reason: str, now: float) -> None:
+        """No (further) destination: the best response so far, else 503 (16.7 step 6)."""
+        if self.best is not None:
+            self._finish(now)
+            return
+        extra = None
+        if reason in ("all-full", "all-down", "all-tried"):
+            extra = [(b"Retry-After", str(self.proxy.settings.retry_after).encode())]
+        self._respond_local(503, now, extra=extra, reason=reason)
+
+    # ---- answering upstream --------------------------------------------------------------------
+    def _finish(self, now: float) -> None:
+        self.done = True
+        best = self.best
+        if best is None:  # pragma: no cover - callers check
+            self._respond_local(503, now)
+            return
+        if best.status == 503:  # 16.7 step 6: a proxy never forwards a 503
+            best = Response.build(500, b"Server Internal Error", best.headers, best.body)
+        self._end_call()
+        self.proxy.forward_response(self.server, best, now)
+
+    def _respond_local(
+        self,
+        status: int,
+        now: float,
+        *,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.done = True
+        self._end_call()
+        self.proxy.respond(self.server, status, now, extra=extra, cause=reason)
+
+    def _end_call(self) -> None:
+        if self.call_key is not None:
+            self.proxy.dispatcher.accounting.ended(self.call_key)
+
+    # ---- CANCEL (16.10) ------------------------------------------------------------------------
+    def cancel(self, now: float) -> None:
+        if self.cancelled or self.done:
+            return
+        self.cancelled = True
+        txn = self.current
+        if txn is not None and txn.provisional_received:
+            self._send_cancel(txn, now)
+        # else: sent when a provisional response arrives (RFC 3261 9.1), or the attempt times
+        # out and we answer 487 ourselves.
+
+    def _send_cancel(self, txn: ClientTransaction, now: float) -> None:
+        if (txn.branch, "CANCEL") in self.proxy.clients:
+            return
+        cancel = make_cancel(txn.request)
+        self.proxy.new_client(txn.branch, cancel, txn.target, txn.listener, NO_USER, now)
+
+
+def _target_of(destination: Destination) -> Target:
+    spec = destination.spec
+    return Target(spec.transport, spec.host, spec.port)
+
+
+def _rank(response: Response) -> tuple[int, int]:
+    """Lower is better (16.7 step 6): 6xx first, then the lowest class; 503 last in its class."""
+    status = response.status
+    klass = status // 100
+    order = 0 if klass == 6 else klass
+    return (order, 1 if status in (503, 408) else 0)
+
+
+def _better(best: Response | None, candidate: Response | None) -> Response | None:
+    if candidate is None:
+        return best
+    if best is None or _rank(candidate) < _rank(best):
+        return candidate
+    return best
+
+
+__all__ = ["DIALOG_CREATING", "Forwarding", "make_response"]

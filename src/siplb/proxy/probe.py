@@ -1,0 +1,112 @@
+"""Active health checks: SIP OPTIONS to every destination (DESIGN.md section 4).
+
+Every ``interval`` each destination gets an OPTIONS from this node's listener; a final response
+whose code is not in ``dead_codes`` within ``timeout`` is alive, anything else is a failure. The
+health table turns results into states with its ``down_after``/``up_after`` thresholds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from siplb.dispatch import DestinationSpec, HealthSettings
+
+from .actions import Send, Target
+
+if TYPE_CHECKING:
+    from .core import Proxy
+
+LATENCY_SAMPLES = 128
+
+
+class Prober:
+    def __init__(self, proxy: Proxy, health: HealthSettings, now: float) -> None:
+        self.proxy = proxy
+        self.settings = health
+        self.deadline: float | None = None
+        self.pending: dict[str, tuple[str, float, Target]] = {}  # branch -> (uri, sent, target)
+        self.next_at: dict[str, float] = {}
+        self.latency: dict[str, deque[float]] = {}
+        self._seq = 0
+        self.refresh(now)
+
+    def refresh(self, now: float) -> None:
+        """(Re)plan probes for the current destinations: new ones at once, spread a little."""
+        targets = self.proxy.dispatcher.probe_targets()
+        known = {spec.uri for spec in targets}
+        for uri in list(self.next_at):
+            if uri not in known:
+                del self.next_at[uri]
+        spread = self.settings.interval / max(1, len(targets))
+        for i, spec in enumerate(targets):
+            self.next_at.setdefault(spec.uri, now + min(i * spread, 0.25))
+            self.latency.setdefault(spec.uri, deque(maxlen=LATENCY_SAMPLES))
+        self._rearm()
+
+    def on_timer(self, now: float) -> None:
+        timeout = self.settings.timeout
+        for branch, (uri, sent, _target) in list(self.pending.items()):
+            if sent + timeout <= now:
+                del self.pending[branch]
+                self._result(uri, False, "probe timeout", now)
+        for spec in self.proxy.dispatcher.probe_targets():
+            due = self.next_at.get(spec.uri)
+            if due is not None and due <= now:
+                self._send(spec, now)
+                self.next_at[spec.uri] = now + self.settings.interval
+        self._rearm()
+
+    def receive(self, branch: str, status: int, now: float) -> None:
+        entry = self.pending.get(branch)
+        if entry is None or status < 200:
+            return
+        del self.pending[branch]
+        uri, sent, _target = entry
+        ok = status not in self.settings.dead_codes
+        if ok:
+            self.latency.setdefault(uri, deque(maxlen=LATENCY_SAMPLES)).append(now - sent)
+        self._result(uri, ok, f"probe answered {status}", now)
+        self._rearm()
+
+    def transport_error(self, target: Target, now: float) -> None:
+        for branch, (uri, _sent, where) in list(self.pending.items()):
+            if where == target:
+                del self.pending[branch]
+                self._result(uri, False, "probe transport error", now)
+        self._rearm()
+
+    def _result(self, uri: str, ok: bool, cause: str, now: float) -> None:
+        self.proxy.stats["probes_ok" if ok else "probes_failed"] += 1
+        event = self.proxy.dispatcher.health.probe_result(uri, ok, now, cause)
+        if event is not None:
+            self.proxy.events.append(event)
+
+    def _send(self, spec: DestinationSpec, now: float) -> None:
+        proxy = self.proxy
+        target = Target(spec.transport, spec.host, spec.port)
+        listener = proxy.listeners[proxy.listener_for(target, None)]
+        branch = proxy.branches.probe()
+        host = f"[{spec.host}]" if ":" in spec.host else spec.host
+        ruri = f"sip:{host}:{spec.port}"
+        if spec.transport != "udp":
+            ruri += f";transport={spec.transport}"
+        self._seq += 1
+        data = (
+            f"OPTIONS {ruri} SIP/2.0\r\n"
+            f"Via: {listener.via_prefix.decode()};branch={branch}\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:siplb@{listener.sent_by.decode()}>;tag={proxy.branches.owner}\r\n"
+            f"To: <{ruri}>\r\n"
+            f"Call-ID: {branch}\r\n"
+            f"CSeq: {self._seq} OPTIONS\r\n"
+            f"User-Agent: siplb\r\n"
+            f"Content-Length: 0\r\n\r\n"
+        ).encode("ascii")
+        self.pending[branch] = (spec.uri, now, target)
+        proxy.out.append(Send(data, target, listener.index))
+
+    def _rearm(self) -> None:
+        times = [sent + self.settings.timeout for _uri, sent, _t in self.pending.values()]
+        times.extend(self.next_at.values())
+        self.proxy.heap.schedule(self, min(times) if times else None)

@@ -1,0 +1,65 @@
+"""RFC 3261 timer values and one heap of deadlines for every timer the core runs.
+
+The core never reads a clock: every input carries ``now``; ``TimerHeap.next_deadline()`` tells the
+shell when to call back (the ``get_timer()`` of aioquic and h11's design).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """T1, T2, T4 (RFC 3261 17.1.1.1, table 4) and the values derived from them."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+    @property
+    def b(self) -> float:  # INVITE transaction timeout; also F, H, J, L, M
+        return 64 * self.t1
+
+    @property
+    def d(self) -> float:  # wait for response retransmissions (unreliable)
+        return max(32.0, self.b)
+
+
+class Timed(Protocol):
+    deadline: float | None
+
+    def on_timer(self, now: float) -> None: ...
+
+
+class TimerHeap:
+    """Deadlines of many objects; an object has one live deadline, older entries are skipped."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timed]] = []
+        self._seq = itertools.count()
+
+    def schedule(self, obj: Timed, when: float | None) -> None:
+        obj.deadline = when
+        if when is not None:
+            heapq.heappush(self._heap, (when, next(self._seq), obj))
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2].deadline != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def run_due(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, obj = heapq.heappop(heap)
+            if obj.deadline == when:
+                obj.deadline = None
+                obj.on_timer(now)
+
+    def __len__(self) -> int:
+        return len(self._heap)

@@ -1,0 +1,353 @@
+"""RFC 3261 section 17 transactions as seen by a stateful proxy, with RFC 6026's Accepted state.
+
+Server transactions absorb request retransmissions and retransmit the last response; client
+transactions retransmit over UDP, time out, and send the ACK for a non-2xx final response. Both are
+pure: they append ``Send`` actions to a shared list and keep their next deadline in a
+``TimerHeap``; the proxy core is their transaction user (TU).
+
+States (17.1.1, 17.1.2, 17.2.1, 17.2.2; RFC 6026 7.1, 7.2):
+
+    INVITE client      Calling -> Proceeding -> Completed (3xx-6xx, Timer D) / Accepted (2xx, M)
+    non-INVITE client  Trying  -> Proceeding -> Completed (Timer K)
+    INVITE server      Proceeding -> Completed (3xx-6xx; G, H) -> Confirmed (ACK; I)
+                       Proceeding -> Accepted (2xx; L)
+    non-INVITE server  Trying -> Proceeding -> Completed (Timer J)
+
+A client transaction in Calling/Trying also times out after ``failover_timeout`` without any
+response, so the proxy can try the next destination long before Timer B (32 s); once a provisional
+arrived an INVITE waits up to Timer C (16.6 step 11).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+from siplb.sip import Request, Response
+
+from .actions import Send, Target
+from .build import make_ack
+from .timers import TimerHeap, Timers
+
+
+class TxState(StrEnum):
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    ACCEPTED = "accepted"
+    TERMINATED = "terminated"
+
+
+class ClientUser(Protocol):
+    """What a client transaction reports to its transaction user."""
+
+    def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None: ...
+
+    def on_failure(self, txn: ClientTransaction, cause: str, now: float) -> None: ...
+
+
+class ServerUser(Protocol):
+    def server_terminated(self, txn: ServerTransaction) -> None: ...
+
+
+class ClientUserless:
+    """The TU of a transaction whose responses nobody waits for (a CANCEL we send)."""
+
+    def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
+        return None
+
+    def on_failure(self, txn: ClientTransaction, cause: str, now: float) -> None:
+        return None
+
+
+NO_USER = ClientUserless()
+
+
+class ServerTransaction:
+    __slots__ = (
+        "_g_at",
+        "_g_interval",
+        "_heap",
+        "_last",
+        "_out",
+        "_timers",
+        "_user",
+        "_wait_at",
+        "context",
+        "deadline",
+        "invite",
+        "key",
+        "last_status",
+        "listener",
+        "request",
+        "source",
+        "state",
+    )
+
+    def __init__(
+        self,
+        key: tuple[str, ...],
+        request: Request,
+        source: Target,
+        listener: int,
+        user: ServerUser,
+        heap: TimerHeap,
+        out: list[Send],
+        timers: Timers,
+    ) -> None:
+        self.key = key
+        self.request = request
+        self.source = source
+        self.listener = listener
+        self.invite = request.method == "INVITE"
+        self.state = TxState.PROCEEDING if self.invite else TxState.TRYING
+        self.deadline: float | None = None
+        self.context: object | None = None  # the proxy's response context, if any
+        self.last_status = 0
+        self._user = user
+        self._heap = heap
+        self._out = out
+        self._timers = timers
+        self._last: bytes | None = None
+        self._g_at: float | None = None
+        self._g_interval = timers.t1
+        self._wait_at: float | None = None  # Timer H, I, J or L
+
+    @property
+    def final_sent(self) -> bool:
+        return self.last_status >= 200
+
+    def respond(self, status: int, data: bytes, now: float) -> None:
+        """Send a response the TU chose (17.2.1, 17.2.2)."""
+        if self.state in (TxState.COMPLETED, TxState.CONFIRMED, TxState.TERMINATED):
+            return
+        if self.state is TxState.ACCEPTED and not 200 <= status < 300:
+            return
+        self._send(data)
+        self._last = data
+        self.last_status = status
+        if status < 200:
+            if self.state is TxState.TRYING:
+                self.state = TxState.PROCEEDING
+            return
+        t = self._timers
+        reliable = self.source.reliable
+        if self.invite and status < 300:
+            self.state = TxState.ACCEPTED  # RFC 6026 8.5: Timer L
+            self._wait_at = now + t.b
+        elif self.invite:
+            self.state = TxState.COMPLETED
+            self._wait_at = now + t.b  # Timer H
+            if not reliable:
+                self._g_at = now + t.t1  # Timer G
+        else:
+            self.state = TxState.COMPLETED
+            if reliable:
+                self._terminate()
+                return
+            self._wait_at = now + t.b  # Timer J
+        self._rearm()
+
+    def receive_retransmission(self, now: float) -> None:
+        """The same request again: repeat the last response where the RFC says to."""
+        if self._last is not None and self.state in (TxState.PROCEEDING, TxState.COMPLETED):
+            self._send(self._last)
+
+    def receive_ack(self, now: float) -> bool:
+        """An ACK for our non-2xx final response (17.2.1): absorbed. False if not expected."""
+        if self.state is TxState.COMPLETED and self.invite:
+            self.state = TxState.CONFIRMED
+            self._g_at = None
+            if self.source.reliable:
+                self._terminate()
+            else:
+                self._wait_at = now + self._timers.t4  # Timer I
+                self._rearm()
+            return True
+        return self.state is TxState.CONFIRMED
+
+    def on_timer(self, now: float) -> None:
+        if self._g_at is not None and self._g_at <= now and self.state is TxState.COMPLETED:
+            if self._last is not None:
+                self._send(self._last)
+            self._g_interval = min(2 * self._g_interval, self._timers.t2)
+            self._g_at = now + self._g_interval
+        if self._wait_at is not None and self._wait_at <= now:
+            self._terminate()
+            return
+        self._rearm()
+
+    def _rearm(self) -> None:
+        times = [t for t in (self._g_at, self._wait_at) if t is not None]
+        self._heap.schedule(self, min(times) if times else None)
+
+    def _send(self, data: bytes) -> None:
+        self._out.append(Send(data, self.source, self.listener))
+
+    def _terminate(self) -> None:
+        self.state = TxState.TERMINATED
+        self._heap.schedule(self, None)
+        self._user.server_terminated(self)
+
+
+class ClientTransaction:
+    __slots__ = (
+        "_a_at",
+        "_a_interval",
+        "_heap",
+        "_out",
+        "_registry",
+        "_timeout_at",
+        "_timers",
+        "_wait_at",
+        "branch",
+        "data",
+        "deadline",
+        "invite",
+        "listener",
+        "method",
+        "request",
+        "sent_at",
+        "state",
+        "target",
+        "timer_c",
+        "user",
+    )
+
+    def __init__(
+        self,
+        branch: str,
+        request: Request,
+        target: Target,
+        listener: int,
+        user: ClientUser,
+        heap: TimerHeap,
+        out: list[Send],
+        timers: Timers,
+        registry: dict[tuple[str, str], ClientTransaction],
+        *,
+        failover_timeout: float,
+        timer_c: float,
+        now: float,
+    ) -> None:
+        self.branch = branch
+        self.request = request
+        self.method = request.method
+        self.invite = request.method == "INVITE"
+        self.target = target
+        self.listener = listener
+        self.user = user
+        self.timer_c = timer_c
+        self.sent_at = now
+        self.deadline: float | None = None
+        self.state = TxState.CALLING if self.invite else TxState.TRYING
+        self._heap = heap
+        self._out = out
+        self._timers = timers
+        self.data = request.to_bytes()
+        self._a_interval = timers.t1
+        self._a_at: float | None = None if target.reliable else now + timers.t1  # Timer A / E
+        self._timeout_at: float | None = now + min(timers.b, failover_timeout)  # B / F
+        self._wait_at: float | None = None  # Timer D, K or M
+        self._registry = registry
+        registry[(branch, self.method)] = self
+        out.append(Send(self.data, target, listener))
+        self._rearm()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.branch, self.method)
+
+    @property
+    def active(self) -> bool:
+        """Still waiting for a final response."""
+        return self.state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING)
+
+    @property
+    def provisional_received(self) -> bool:
+        return self.state is TxState.PROCEEDING
+
+    def receive_response(self, response: Response, now: float) -> None:
+        status = response.status
+        state = self.state
+        if state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING):
+            if status < 200:
+                self._provisional(now)
+            elif self.invite and status < 300:
+                self.state = TxState.ACCEPTED
+                self._wait(now + self._timers.b)  # RFC 6026 Timer M
+            else:
+                self._final(response, now)
+            self.user.on_response(self, response, now)
+        elif state is TxState.ACCEPTED and 200 <= status < 300:
+            self.user.on_response(self, response, now)  # 2xx retransmission: pass it on
+        elif state is TxState.COMPLETED and self.invite and status >= 300:
+            self._out.append(Send(make_ack(self.request, response).to_bytes(), *self._dest()))
+
+    def _provisional(self, now: float) -> None:
+        self.state = TxState.PROCEEDING
+        if self.invite:
+            self._a_at = None
+            self._timeout_at = now + self.timer_c  # Timer C (16.6 step 11)
+        else:
+            self._timeout_at = self.sent_at + self._timers.b  # Timer F from the first send
+            if self._a_at is not None:
+                self._a_interval = self._timers.t2
+        self._rearm()
+
+    def _final(self, response: Response, now: float) -> None:
+        self.state = TxState.COMPLETED
+        self._a_at = None
+        self._timeout_at = None
+        if self.invite:
+            self._out.append(Send(make_ack(self.request, response).to_bytes(), *self._dest()))
+        if self.target.reliable:
+            self._terminate()
+        else:
+            self._wait(now + (self._timers.d if self.invite else self._timers.t4))
+
+    def fail(self, cause: str, now: float) -> None:
+        """A transport error on the way to the target: the request is lost (counts as timeout)."""
+        if self.active:
+            self._terminate()
+            self.user.on_failure(self, cause, now)
+
+    def abandon(self) -> None:
+        """Stop retransmitting and forget (the TU has moved on)."""
+        self._terminate()
+
+    def on_timer(self, now: float) -> None:
+        if self._a_at is not None and self._a_at <= now and self.active:
+            self._out.append(Send(self.data, *self._dest()))
+            cap = self._timers.t2 if not self.invite else float("inf")
+            self._a_interval = min(2 * self._a_interval, cap)
+            self._a_at = now + self._a_interval
+        if self._timeout_at is not None and self._timeout_at <= now and self.active:
+            cause = "timer C" if self.state is TxState.PROCEEDING else "timeout"
+            self._terminate()
+            self.user.on_failure(self, cause, now)
+            return
+        if self._wait_at is not None and self._wait_at <= now:
+            self._terminate()
+            return
+        self._rearm()
+
+    def _dest(self) -> tuple[Target, int]:
+        return (self.target, self.listener)
+
+    def _wait(self, when: float) -> None:
+        self._wait_at = when
+        self._rearm()
+
+    def _rearm(self) -> None:
+        times = [t for t in (self._a_at, self._timeout_at, self._wait_at) if t is not None]
+        self._heap.schedule(self, min(times) if times else None)
+
+    def _terminate(self) -> None:
+        self.state = TxState.TERMINATED
+        self._a_at = self._timeout_at = self._wait_at = None
+        self._heap.schedule(self, None)
+        if self._registry.get((self.branch, self.method)) is self:
+            del self._registry[(self.branch, self.method)]
