@@ -221,6 +221,8 @@ class Proxy:
             self.respond(txn, exc.status_hint, now, cause=exc.reason)
             return
         base, next_hop, hop_listener, initial = routed
+        if not initial:
+            self._dialog_activity(request, now)
         if next_hop is not None:
             Forwarding(
                 self, txn, base, incoming=listener, target=next_hop, target_listener=hop_listener
@@ -295,6 +297,16 @@ class Proxy:
             )
             return out, self._uri_target(ruri, hop_transport), hop_listener, initial
         return out, None, hop_listener, initial
+
+    def _dialog_activity(self, request: Request, now: float) -> None:
+        """An in-dialog request: BYE ends the call (DESIGN.md section 3 step 7), others touch it."""
+        call_id = request.call_id
+        if call_id is None:
+            return
+        if request.method == "BYE":
+            self.dispatcher.accounting.ended(call_id)
+        else:
+            self.dispatcher.accounting.touch(call_id, now)
 
     def _uri_target(self, uri: object, fallback_transport: str | None) -> Target:
         if not isinstance(uri, SipUri):
@@ -371,7 +383,8 @@ class Proxy:
         if next_hop is None:
             self._drop("ACK matching no transaction", source)
             return
-        out_listener = self.listener_for(next_hop, hop_listener or listener)
+        prefer = hop_listener if hop_listener is not None else listener
+        out_listener = self.listener_for(next_hop, prefer)
         branch = self.branches.stateless((via.branch or "").encode() + via.sent_by.encode())
         data = base.with_header_first(
             b"Via", self.listeners[out_listener].via_prefix + b";branch=" + branch.encode("ascii")
@@ -404,10 +417,17 @@ class Proxy:
 
     def forward_response(self, server: ServerTransaction, response: Response, now: float) -> None:
         """Send a downstream response upstream through its server transaction (16.7 step 9)."""
+        if 200 <= response.status < 300 and server.last_status >= 300:
+            # a 2xx after we answered non-2xx (Timer C, CANCEL races) still goes up (16.7 step 9)
+            self._forward_stateless_response(response, server.source)
+            return
         upstream = response.without_top_value(b"via")
         if not upstream.has(b"via"):
-            self._drop("response with only our Via", server.source)
-            return
+            # A UAS that built its response from the wrong request (a 487 copying the CANCEL's
+            # single Via) broke RFC 3261 8.2.6.2; the transaction still knows the way back.
+            self.stats["responses_via_restored"] += 1
+            for value in reversed(server.request.get_all(b"via")):
+                upstream = upstream.with_header_first(b"Via", value)
         server.respond(response.status, upstream.to_bytes(), now)
 
     def _forward_stateless_response(self, response: Response, source: Target) -> None:

@@ -1,0 +1,57 @@
+# siplb developer commands. `make demo` and `make test` work on a fresh Debian machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := sip-tester kamailio
+
+.PHONY: demo test lint typecheck pytest e2e system-deps venv bench-parse fuzz clean
+
+demo: $(STAMP)
+	$(BIN)/siplb demo
+
+test: system-deps $(STAMP) lint typecheck pytest
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# SIPp and Kamailio are the real peers of the end-to-end tests (Debian packages).
+system-deps:
+	@missing=""; \
+	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || missing="$$missing kamailio"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict src/siplb
+
+# pytest exits 5 when it collects no test: make treats that as the failure it is.
+pytest: $(STAMP)
+	$(BIN)/python -m pytest --cov=siplb --cov-branch --cov-report=term -p no:cacheprovider
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e -v
+
+bench-parse: $(STAMP)
+	$(BIN)/python bench/parse.py
+
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet atheris
+	$(BIN)/python fuzz/fuzz_parse.py -max_total_time=60
+
+clean:
+	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis
