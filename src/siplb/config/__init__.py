@@ -6,10 +6,7 @@
 of ``settings`` and ``siplb.dispatch.spec``.
 """
 
-from .default import DEFAULT_CONFIG_TOML
-from .errors import ConfigError, Problem
-from .loader import load_config, parse_config
-from .settings import (
+from siplb.settings import (
     AdminSettings,
     Config,
     HostPort,
@@ -21,6 +18,10 @@ from .settings import (
     TcpSettings,
     TlsFiles,
 )
+
+from .default import DEFAULT_CONFIG_TOML
+from .errors import ConfigError, Problem
+from .loader import load_config, parse_config
 
 __all__ = [
     "DEFAULT_CONFIG_TOML",

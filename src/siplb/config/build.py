@@ -15,6 +15,18 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from siplb.dispatch.spec import Algorithm, DestinationSpec, HealthSettings, SetSpec
+from siplb.settings import (
+    AdminSettings,
+    Config,
+    HostPort,
+    LimitsSettings,
+    ListenerSettings,
+    LogSettings,
+    ProxySettings,
+    RouteRule,
+    TcpSettings,
+    TlsFiles,
+)
 
 from .errors import ConfigError
 from .problems import Loc, Problems
@@ -31,18 +43,6 @@ from .schema import (
     RouteModel,
     SetModel,
     TcpModel,
-)
-from .settings import (
-    AdminSettings,
-    Config,
-    HostPort,
-    LimitsSettings,
-    ListenerSettings,
-    LogSettings,
-    ProxySettings,
-    RouteRule,
-    TcpSettings,
-    TlsFiles,
 )
 
 S = TypeVar("S")

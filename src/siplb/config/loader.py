@@ -7,9 +7,10 @@ import re
 import tomllib
 from pathlib import Path
 
+from siplb.settings import Config
+
 from .build import build_config
 from .errors import ConfigError, Problem
-from .settings import Config
 
 _TOML_WHERE = re.compile(
     r"(?P<reason>.*) \((?P<where>at line \d+, column \d+|at end of document)\)"

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict
 
 from siplb.dispatch.spec import Algorithm, HashKey
+from siplb.settings import MIB, HostPort, IPNetwork
 
-from .settings import MIB, HostPort, IPNetwork
 from .values import (
     DestinationUri,
     check_token,

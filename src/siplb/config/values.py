@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from siplb.dispatch.spec import Transport
-
-from .settings import HostPort, IPNetwork
+from siplb.settings import HostPort, IPNetwork
 
 TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls")
 SIP_PORT = 5060  # RFC 3261 19.1.2

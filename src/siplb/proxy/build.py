@@ -10,6 +10,8 @@ REASONS: Final[dict[int, bytes]] = {
     100: b"Trying",
     200: b"OK",
     400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
     408: b"Request Timeout",
     416: b"Unsupported URI Scheme",
     420: b"Bad Extension",

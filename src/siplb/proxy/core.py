@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from siplb.config.settings import ProxySettings, RouteRule
 from siplb.dispatch import Dispatcher, HashKey, HealthSettings, SetSpec, StateChanged
+from siplb.settings import ProxySettings, RouteRule
 from siplb.sip import (
     DEFAULT_LIMITS,
     Limits,
@@ -223,6 +223,11 @@ class Proxy:
         base, next_hop, hop_listener, initial = routed
         if not initial:
             self._dialog_activity(request, now)
+        elif next_hop is not None:
+            # A new dialog whose Route names another host: forwarding it would make the balancer
+            # an open relay to anywhere. Kamailio's default script refuses it the same way.
+            self.respond(txn, 403, now, cause="preloaded Route denied")
+            return
         if next_hop is not None:
             Forwarding(
                 self, txn, base, incoming=listener, target=next_hop, target_listener=hop_listener
@@ -376,6 +381,9 @@ class Proxy:
     ) -> None:
         """ACK for a 2xx (or one we cannot match): forwarded statelessly by Route/R-URI."""
         try:
+            if request.max_forwards == 0:  # 16.3 step 3; an ACK gets no 483, so it is dropped
+                self._drop("ACK with Max-Forwards 0", source)
+                return
             base, next_hop, hop_listener, _initial = self._preprocess(request, via, source)
         except ParseError as exc:
             self._drop(f"ACK: {exc.reason}", source)

@@ -96,7 +96,8 @@ class Forwarding:
                 self._give_up("no target", now)
                 return
             target = self.target
-            listener = proxy.listener_for(target, self.target_listener or self.incoming)
+            prefer = self.target_listener
+            listener = proxy.listener_for(target, self.incoming if prefer is None else prefer)
         self.attempts += 1
         request = self.base
         if (
@@ -168,8 +169,10 @@ class Forwarding:
             self._fail_over(cause, now)
         elif self.best is not None:
             self._finish(now)
+        elif self.set_name is not None:  # no destination answered at all: try again later
+            self._respond_local(503, now, extra=self._retry_after(), reason=cause)
         else:
-            self._respond_local(503 if self.set_name is not None else 408, now)
+            self._respond_local(408, now)
 
     def _fail_over(self, cause: str, now: float) -> None:
         if self.set_name is not None and self.uri is not None:
@@ -185,8 +188,11 @@ class Forwarding:
             return
         extra = None
         if reason in ("all-full", "all-down", "all-tried"):
-            extra = [(b"Retry-After", str(self.proxy.settings.retry_after).encode())]
+            extra = self._retry_after()
         self._respond_local(503, now, extra=extra, reason=reason)
+
+    def _retry_after(self) -> list[tuple[bytes, bytes]]:
+        return [(b"Retry-After", str(self.proxy.settings.retry_after).encode())]
 
     # ---- answering upstream --------------------------------------------------------------------
     def _finish(self, now: float) -> None:

@@ -196,6 +196,7 @@ class ClientTransaction:
     __slots__ = (
         "_a_at",
         "_a_interval",
+        "_c_fired",
         "_heap",
         "_out",
         "_registry",
@@ -251,6 +252,7 @@ class ClientTransaction:
         self._a_at: float | None = None if target.reliable else now + timers.t1  # Timer A / E
         self._timeout_at: float | None = now + min(timers.b, failover_timeout)  # B / F
         self._wait_at: float | None = None  # Timer D, K or M
+        self._c_fired = False
         self._registry = registry
         registry[(branch, self.method)] = self
         out.append(Send(self.data, target, listener))
@@ -277,6 +279,7 @@ class ClientTransaction:
                 self._provisional(now)
             elif self.invite and status < 300:
                 self.state = TxState.ACCEPTED
+                self._a_at = self._timeout_at = None  # no more Timer A, B or C
                 self._wait(now + self._timers.b)  # RFC 6026 Timer M
             else:
                 self._final(response, now)
@@ -290,7 +293,8 @@ class ClientTransaction:
         self.state = TxState.PROCEEDING
         if self.invite:
             self._a_at = None
-            self._timeout_at = now + self.timer_c  # Timer C (16.6 step 11)
+            if not self._c_fired:
+                self._timeout_at = now + self.timer_c  # Timer C (16.6 step 11)
         else:
             self._timeout_at = self.sent_at + self._timers.b  # Timer F from the first send
             if self._a_at is not None:
@@ -325,9 +329,17 @@ class ClientTransaction:
             self._a_interval = min(2 * self._a_interval, cap)
             self._a_at = now + self._a_interval
         if self._timeout_at is not None and self._timeout_at <= now and self.active:
-            cause = "timer C" if self.state is TxState.PROCEEDING else "timeout"
+            # Timer C (16.6 step 11) only guards an INVITE that got a provisional; a non-INVITE
+            # in Proceeding timing out is Timer F (17.1.2.2)
+            if self.invite and self.state is TxState.PROCEEDING and not self._c_fired:
+                # 16.8: the TU cancels the branch; stay to ACK its 487, at most 64*T1 more (9.1)
+                self._c_fired = True
+                self._timeout_at = now + self._timers.b
+                self._rearm()
+                self.user.on_failure(self, "timer C", now)
+                return
             self._terminate()
-            self.user.on_failure(self, cause, now)
+            self.user.on_failure(self, "timeout", now)
             return
         if self._wait_at is not None and self._wait_at <= now:
             self._terminate()

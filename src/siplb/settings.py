@@ -1,4 +1,4 @@
-"""The validated settings the rest of siplb sees: frozen, slotted, already parsed.
+"""The validated settings the rest of siplb sees: frozen, slotted, already parsed (pure data).
 
 Destination sets and health settings are the shared types of ``siplb.dispatch.spec``; the rest
 is defined here. Every value has been checked by ``siplb.config``; nothing here validates.

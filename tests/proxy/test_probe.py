@@ -1,0 +1,156 @@
+"""Active health checks: OPTIONS to every destination (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from siplb.dispatch import HealthSettings, SetSpec, State, StateChanged
+from siplb.proxy.branch import owner_of
+from siplb.sip import Request
+
+from .harness import Lab, Script, make_lab
+
+HEALTH = HealthSettings(interval=1.0, timeout=0.5, down_after=2, up_after=2)
+
+
+def probe_lab(*options: int | None, health: HealthSettings = HEALTH, latency: float = 0.0) -> Lab:
+    return make_lab(
+        [Script(options=o) for o in options], health=health, probing=True, latency=latency
+    )
+
+
+def probe_times(lab: Lab, i: int) -> list[float]:
+    return lab.uas[i].arrivals("OPTIONS")
+
+
+def changes(lab: Lab, i: int) -> list[tuple[float, State]]:
+    return [
+        (e.at, e.new)
+        for e in lab.proxy.events
+        if isinstance(e, StateChanged) and e.uri == lab.uri(i)
+    ]
+
+
+def test_every_destination_is_probed_every_interval() -> None:
+    lab = probe_lab(200, 200)
+    lab.net.run(3.1)
+    first, second = probe_times(lab, 0), probe_times(lab, 1)
+    assert first == [0.0, 1.0, 2.0, 3.0]
+    assert second == [0.25, 1.25, 2.25]  # spread a little, so probes do not go out in a burst
+    assert lab.proxy.stats["probes_ok"] == 7
+    assert changes(lab, 0) == changes(lab, 1) == []
+
+
+def test_a_probe_is_an_options_from_us() -> None:
+    lab = probe_lab(200)
+    lab.net.run(0.1)
+    [probe] = lab.uas[0].requests("OPTIONS")
+    assert isinstance(probe, Request)
+    assert probe.uri == b"sip:127.0.0.1:5070"
+    [via] = probe.vias()
+    assert via.sent_by == "127.0.0.1:5060"
+    assert owner_of(via.branch or "") == "n1.0"
+    assert lab.proxy.branches.is_probe(via.branch or "")
+    assert probe.max_forwards == 70
+    assert probe.cseq.method == "OPTIONS"
+    assert lab.proxy.busy == 0  # probes are not proxy transactions
+
+
+@pytest.mark.parametrize("down_after", [1, 2, 3])
+def test_a_silent_destination_goes_down_after_down_after_failures(down_after: int) -> None:
+    health = HealthSettings(interval=1.0, timeout=0.5, down_after=down_after)
+    lab = probe_lab(None, 200, health=health)
+    lab.net.run(10.0)
+    deadline = health.interval * down_after + health.timeout
+    down_at = (down_after - 1) * health.interval + health.timeout
+    expected = [(0.5, State.SUSPECT)] if down_after > 1 else []
+    assert changes(lab, 0) == [*expected, (down_at, State.DOWN)]
+    assert down_at <= deadline
+    assert changes(lab, 1) == []
+    assert probe_times(lab, 0) == [float(n) for n in range(11)]  # a down one is still probed
+
+
+@pytest.mark.parametrize("up_after", [1, 2, 3])
+def test_a_destination_that_answers_again_comes_up_after_up_after_successes(
+    up_after: int,
+) -> None:
+    health = HealthSettings(interval=1.0, timeout=0.5, down_after=1, up_after=up_after)
+    lab = probe_lab(None, health=health)
+    lab.net.run(2.9)
+    assert lab.state(0) == State.DOWN
+    lab.uas[0].script.options = 200
+    lab.net.run(10.0)
+    # probes at 3, 4, 5 ... are answered at once
+    assert changes(lab, 0)[-1] == (3.0 + up_after - 1, State.UP)
+
+
+# (status the destination answers OPTIONS with, resulting state after 3 s)
+ANSWER_CASES = [
+    (200, State.UP),
+    (404, State.UP),  # any final answer shows the destination alive ...
+    (486, State.UP),
+    (408, State.DOWN),  # ... except the dead codes
+    (500, State.DOWN),
+    (503, State.DOWN),
+]
+
+
+@pytest.mark.parametrize(("status", "state"), ANSWER_CASES)
+def test_the_probe_answer_decides(status: int, state: State) -> None:
+    lab = probe_lab(status)
+    lab.net.run(3.0)
+    assert lab.state(0) == state
+
+
+def test_an_answer_after_the_probe_timeout_is_a_failure() -> None:
+    lab = probe_lab(200, latency=0.6)
+    lab.net.run(3.0)
+    assert lab.state(0) == State.DOWN
+    assert lab.proxy.stats["probes_ok"] == 0
+
+
+def test_a_probe_transport_error_is_a_failure() -> None:
+    lab = probe_lab(200, 200)
+    lab.net.unreachable.add(lab.uas[0].target)
+    lab.net.run(1.1)
+    assert changes(lab, 0) == [(0.0, State.SUSPECT), (1.0, State.DOWN)]
+
+
+def test_a_down_destination_receives_no_calls() -> None:
+    lab = probe_lab(503, 200)
+    lab.net.run(3.0)
+    assert lab.state(0) == State.DOWN
+    for _ in range(4):
+        call = lab.uac.call()
+        call.invite()
+        lab.net.advance(0.1)
+        assert call.statuses[-1] == 200
+    assert lab.uas[0].invites == []
+    assert len(lab.uas[1].invites) == 4
+
+
+def test_all_destinations_down_answers_503_with_retry_after() -> None:
+    lab = probe_lab(None, None)
+    lab.net.run(3.0)
+    call = lab.uac.call()
+    call.invite()
+    lab.net.advance(0.1)
+    assert call.statuses == [100, 503]
+    assert call.responses[-1].get(b"retry-after") == b"5"
+    assert lab.uas[0].invites == lab.uas[1].invites == []
+
+
+def test_reconfigure_probes_the_new_destinations_only() -> None:
+    lab = probe_lab(200, 200)
+    lab.net.run(1.5)
+    specs = lab.proxy.dispatcher.sets()[0].destinations
+    kept = SetSpec("pbx", specs[1:])
+    lab.proxy.reconfigure(sets=[kept], routes=[], default_set="pbx", now=lab.clock.now)
+    lab.net.run(5.0)
+    assert probe_times(lab, 0) == [0.0, 1.0]  # removed at 1.5: no more probes
+    assert probe_times(lab, 1)[-1] == 4.25
+    call = lab.uac.call()
+    call.invite()
+    lab.net.advance(0.1)
+    assert call.statuses[-1] == 200
+    assert lab.uas[0].invites == []
