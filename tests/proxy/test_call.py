@@ -152,7 +152,7 @@ def test_bye_ends_the_call(by: str, receiver: str) -> None:
     assert lab.active(0) == 0
     assert lab.proxy.dispatcher.accounting.calls_total(lab.uri(0)) == 1
     lab.net.run(60.0)
-    assert lab.proxy.busy == 0
+    assert lab.proxy.transactions == 0
     assert lab.net.lost == []
 
 
@@ -194,7 +194,7 @@ def test_2xx_after_the_transactions_is_forwarded_statelessly() -> None:
     lab = make_lab(2)
     call = start_call(lab)
     lab.net.run(40.0)
-    assert lab.proxy.busy == 0
+    assert lab.proxy.transactions == 0
     lab.uas[0].retransmit_final(call.call_id)
     lab.net.run(41.0)
     assert call.statuses == [100, 180, 200, 200]

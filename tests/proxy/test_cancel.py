@@ -70,7 +70,7 @@ def test_cancel_after_180_is_forwarded_and_the_487_comes_back() -> None:
     assert lab.proxy.stats["retransmissions"] == 0
     assert lab.active(0) == 0
     lab.net.run(60.0)
-    assert lab.proxy.busy == 0
+    assert lab.proxy.transactions == 0
     assert len(lab.uas[0].requests("ACK")) == 1  # the caller's ACK stopped at the proxy
 
 
@@ -144,7 +144,7 @@ def test_timer_c_cancels_the_branch_and_answers_408() -> None:
     lab.net.run(60.0)
     assert len(lab.uas[0].requests("ACK")) == 1
     assert call.statuses == [100, 180, 408]
-    assert lab.proxy.busy == 0
+    assert lab.proxy.transactions == 0
     assert lab.active(0) == 0
 
 
@@ -172,4 +172,18 @@ def test_a_2xx_after_timer_c_still_reaches_the_caller() -> None:
     lab.net.run(11.0)
     assert call.statuses == [100, 180, 408, 200]
     lab.net.run(60.0)
-    assert lab.proxy.busy == 0
+    assert lab.proxy.transactions == 0
+
+
+def test_a_cancelled_branch_that_never_answers_ends_after_64_t1() -> None:
+    """9.1: no final response 64*T1 after our CANCEL: the branch counts as cancelled (487),
+    the caller does not wait out Timer C and the call leaves the destination's count."""
+    lab = make_lab([Script(invite=(180,), cancel=False)])
+    call = invite_then_cancel(lab, 1.0)
+    lab.net.run(1.0)
+    assert len(lab.uas[0].requests("CANCEL")) == 1
+    assert lab.active(0) == 1
+    lab.net.run(60.0)
+    assert lab.uac.finals("INVITE") == [(1.0 + 64 * 0.5, 487)]
+    assert call.statuses[-1] == 487
+    assert lab.active(0) == 0

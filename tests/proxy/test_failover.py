@@ -83,7 +83,7 @@ def test_when_every_destination_fails_the_best_response_goes_upstream(
     assert lab.uac.finals("INVITE") == [(when, status)]
     assert lab.active(0) == lab.active(1) == 0
     lab.net.run(60.0)
-    assert lab.proxy.busy == 0
+    assert lab.proxy.transactions == 0
 
 
 # (max_attempts, destination scripts, how many destinations saw the INVITE, final status)

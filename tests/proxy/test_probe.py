@@ -53,7 +53,7 @@ def test_a_probe_is_an_options_from_us() -> None:
     assert lab.proxy.branches.is_probe(via.branch or "")
     assert probe.max_forwards == 70
     assert probe.cseq.method == "OPTIONS"
-    assert lab.proxy.busy == 0  # probes are not proxy transactions
+    assert lab.proxy.transactions == 0  # probes are not proxy transactions
 
 
 @pytest.mark.parametrize("down_after", [1, 2, 3])

@@ -179,7 +179,7 @@ def test_unanswerable_messages_are_dropped_and_counted(data: bytes, malformed: b
     assert counted == int(malformed)
     assert [type(e) for e in lab.proxy.events] == [MessageDropped]
     assert lab.uas[0].inbox == []
-    assert lab.proxy.busy == 0
+    assert lab.proxy.transactions == 0
 
 
 def foreign_response(branch: bytes, status: int = 200) -> bytes:

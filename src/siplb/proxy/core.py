@@ -80,6 +80,9 @@ class Proxy:
         self.out: list[Send] = []
         self.events: list[Event | StateChanged] = []
         self.stats: Counter[str] = Counter()
+        # requests received by method; responses received by (CSeq method, status class)
+        self.requests_by_method: Counter[str] = Counter()
+        self.responses_by_class: Counter[tuple[str, int]] = Counter()
         self.servers: dict[tuple[str, ...], ServerTransaction] = {}
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.accepting = True
@@ -104,6 +107,7 @@ class Proxy:
     ) -> None:
         if isinstance(message, Request):
             self.stats["requests"] += 1
+            self.requests_by_method[message.method] += 1
             self._request(message, source, listener, now)
         else:
             self.stats["responses"] += 1
@@ -159,9 +163,16 @@ class Proxy:
         return len(changes)
 
     @property
-    def busy(self) -> int:
-        """Transactions still alive (the shell waits for 0, or the grace period, to exit)."""
+    def transactions(self) -> int:
+        """Live transactions, including finished ones waiting out their timers."""
         return len(self.servers) + len(self.clients)
+
+    @property
+    def busy(self) -> int:
+        """Requests still waiting for their final answer (the shell waits for 0, or the grace
+        period, before it exits); finished transactions only waiting out timers do not count."""
+        waiting = sum(1 for txn in self.servers.values() if not txn.final_sent)
+        return waiting + sum(1 for txn in self.clients.values() if txn.active)
 
     # ---- requests --------------------------------------------------------------------------
     def _request(self, request: Request, source: Target, listener: int, now: float) -> None:
@@ -407,6 +418,7 @@ class Proxy:
         except ParseError as exc:
             self._drop(f"response: {exc.reason}", source)
             return
+        self.responses_by_class[(method, response.status // 100)] += 1
         branch = via.branch
         if branch is None or not self.branches.is_ours(branch):
             self._drop("response whose top Via is not ours", source)

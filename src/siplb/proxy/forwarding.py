@@ -238,6 +238,7 @@ class Forwarding:
             return
         cancel = make_cancel(txn.request)
         self.proxy.new_client(txn.branch, cancel, txn.target, txn.listener, NO_USER, now)
+        txn.cancel_sent(now)
 
 
 def _target_of(destination: Destination) -> Target:

@@ -7,7 +7,7 @@ health table turns results into states with its ``down_after``/``up_after`` thre
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from typing import TYPE_CHECKING
 
 from siplb.dispatch import DestinationSpec, HealthSettings
@@ -27,7 +27,8 @@ class Prober:
         self.deadline: float | None = None
         self.pending: dict[str, tuple[str, float, Target]] = {}  # branch -> (uri, sent, target)
         self.next_at: dict[str, float] = {}
-        self.latency: dict[str, deque[float]] = {}
+        self.latency: dict[str, deque[float]] = {}  # the last LATENCY_SAMPLES answers' times
+        self.answered: Counter[str] = Counter()  # answers ever timed, per URI (for histograms)
         self._seq = 0
         self.refresh(now)
 
@@ -66,6 +67,7 @@ class Prober:
         ok = status not in self.settings.dead_codes
         if ok:
             self.latency.setdefault(uri, deque(maxlen=LATENCY_SAMPLES)).append(now - sent)
+            self.answered[uri] += 1
         self._result(uri, ok, f"probe answered {status}", now)
         self._rearm()
 

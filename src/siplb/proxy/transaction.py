@@ -318,6 +318,17 @@ class ClientTransaction:
             self._terminate()
             self.user.on_failure(self, cause, now)
 
+    def cancel_sent(self, now: float) -> None:
+        """A CANCEL went out for this INVITE: wait at most 64*T1 more for its final response,
+        then consider the branch cancelled (RFC 3261 9.1), instead of waiting out Timer C."""
+        if not self.active:
+            return
+        self._c_fired = True
+        limit = now + self._timers.b
+        if self._timeout_at is None or self._timeout_at > limit:
+            self._timeout_at = limit
+        self._rearm()
+
     def abandon(self) -> None:
         """Stop retransmitting and forget (the TU has moved on)."""
         self._terminate()
