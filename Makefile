@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio
+APT_PACKAGES := sip-tester kamailio chromium
 
 .PHONY: demo test lint typecheck pytest e2e system-deps venv bench-parse fuzz clean
 
@@ -21,20 +21,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# SIPp and Kamailio are the real peers of the end-to-end tests (Debian packages).
+# SIPp and Kamailio are the real peers of the end-to-end tests, Chromium the browser the
+# dashboard tests drive through Playwright (Debian packages; Playwright downloads no browser).
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || missing="$$missing kamailio"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+LINTED := $(wildcard src tests bench fuzz)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench fuzz
-	$(BIN)/ruff format --check src tests bench fuzz
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/siplb
