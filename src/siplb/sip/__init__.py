@@ -1,13 +1,14 @@
 """The SIP message layer: pure, bytes in and bytes out (DESIGN.md section 2)."""
 
 from .errors import LocalProtocolError, MessageTooLarge, ParseError
-from .framing import KEEPALIVE, FramingError, KeepAlive, Malformed, StreamFramer
+from .framing import KEEPALIVE, Framed, FramingError, KeepAlive, Malformed, StreamFramer
 from .headers import canonical, split_list
-from .message import CSeq, Message, Request, Response, parse_cseq
+from .message import Message, Request, Response
 from .nameaddr import NameAddr, parse_name_addr, tag_of
 from .parser import DEFAULT_LIMITS, Limits, parse, parse_framed
+from .scalars import CSeq, parse_cseq
 from .uri import OpaqueUri, SipUri, Uri, parse_sip_uri, parse_uri
-from .validate import validate_request
+from .validate import validate_request, validate_response
 from .via import MAGIC_COOKIE, Via, parse_via, parse_vias
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "KEEPALIVE",
     "MAGIC_COOKIE",
     "CSeq",
+    "Framed",
     "FramingError",
     "KeepAlive",
     "Limits",
@@ -43,4 +45,5 @@ __all__ = [
     "split_list",
     "tag_of",
     "validate_request",
+    "validate_response",
 ]

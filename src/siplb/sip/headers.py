@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-# RFC 3261 7.3.3, RFC 3262, RFC 3515, RFC 3841, RFC 3892, RFC 4028, RFC 3903 ...
+# RFC 3261 7.3.3, RFC 3262, RFC 3515, RFC 3841, RFC 3892, RFC 4028, RFC 3903, RFC 4474 ...
 COMPACT_FORMS: Final[dict[bytes, bytes]] = {
     b"v": b"via",
     b"i": b"call-id",
@@ -34,7 +34,8 @@ COMPACT_FORMS: Final[dict[bytes, bytes]] = {
     b"n": b"identity-info",
 }
 
-# Headers whose grammar is a comma-separated list (RFC 3261 7.3.1 and section 20).
+# Headers whose grammar is a comma-separated list (RFC 3261 7.3.1 and section 20, and the
+# extensions a proxy meets: RFC 3327 Path, RFC 3608 Service-Route, RFC 3841, RFC 7044 ...).
 LIST_HEADERS: Final[frozenset[bytes]] = frozenset(
     {
         b"via",
@@ -59,10 +60,31 @@ LIST_HEADERS: Final[frozenset[bytes]] = frozenset(
         b"call-info",
         b"error-info",
         b"warning",
+        b"accept-contact",
+        b"reject-contact",
+        b"request-disposition",
+        b"history-info",
+        b"p-asserted-identity",
+        b"p-preferred-identity",
+        b"p-associated-uri",
+        b"privacy",
+        b"reason",
     }
 )
 
-_TOKEN_RE: Final = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
+# RFC 3261 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
+TOKEN: Final = rb"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_RE: Final = re.compile(TOKEN)
+
+# Canonical keys are interned: the message layer's lookups use these very objects, so a list
+# search finds them by identity.
+_KEYS: dict[bytes, bytes] = {}
+
+
+def key_for(canonical_name: bytes) -> bytes:
+    """The interned lookup key for a canonical (lower-case, long-form) header name."""
+    return _KEYS.setdefault(canonical_name, canonical_name)
+
 
 # Raw header name as written -> canonical key. Real traffic uses a few dozen spellings, so the
 # cache stays small; it is bounded anyway so garbage cannot grow it.
@@ -70,6 +92,8 @@ _CANON_CACHE: dict[bytes, bytes] = {}
 _CANON_CACHE_MAX: Final = 4096
 # ``canonical_cached(name)``: the cached key, or ``None`` (a C-level call for the parser's loop).
 canonical_cached: Final = _CANON_CACHE.get
+# ``canonical_lookup(name)``: the cached key, or ``KeyError`` for a name not seen yet.
+canonical_lookup: Final = _CANON_CACHE.__getitem__
 
 
 def is_token(value: bytes) -> bool:
@@ -80,7 +104,8 @@ def is_token(value: bytes) -> bool:
 def canonical(name: bytes) -> bytes:
     """The lookup key of a header name as written: lower case, compact form expanded.
 
-    Returns ``b""`` for a name that is not a token (the parser rejects such a header).
+    White space around the name is ignored (``Via  :`` is a Via). Returns ``b""`` for a name that
+    is not a token (the parser rejects such a header).
     """
     key = _CANON_CACHE.get(name)
     if key is not None:
@@ -90,23 +115,15 @@ def canonical(name: bytes) -> bytes:
         return b""
     key = stripped.lower()
     key = COMPACT_FORMS.get(key, key)
-    if len(_CANON_CACHE) < _CANON_CACHE_MAX:
+    if len(_CANON_CACHE) < _CANON_CACHE_MAX:  # bounded: garbage names cannot grow either table
+        key = key_for(key)
         _CANON_CACHE[name] = key
     return key
 
 
-def split_list(value: bytes) -> list[bytes]:
-    """Split a comma-separated header value; commas in quotes or ``<...>`` do not count.
-
-    Empty elements (``a,,b``) are dropped, as RFC 7230's list rule allows.
-    """
-    if b"," not in value:
-        stripped = value.strip(b" \t")
-        return [stripped] if stripped else []
-    if b'"' not in value and b"<" not in value:
-        return [p for p in (part.strip(b" \t") for part in value.split(b",")) if p]
-    parts: list[bytes] = []
-    start = 0
+def _commas(value: bytes) -> list[int]:
+    """Offsets of the commas that separate list elements (none inside quotes or ``<...>``)."""
+    out: list[int] = []
     in_quotes = False
     in_angle = False
     i = 0
@@ -114,7 +131,7 @@ def split_list(value: bytes) -> list[bytes]:
     while i < n:
         c = value[i]
         if in_quotes:
-            if c == 0x5C:  # backslash: quoted-pair
+            if c == 0x5C:  # backslash: quoted-pair, the next byte is taken as is
                 i += 1
             elif c == 0x22:
                 in_quotes = False
@@ -125,15 +142,41 @@ def split_list(value: bytes) -> list[bytes]:
         elif c == 0x3E:
             in_angle = False
         elif c == 0x2C and not in_angle:
-            part = value[start:i].strip(b" \t")
-            if part:
-                parts.append(part)
-            start = i + 1
+            out.append(i)
         i += 1
-    part = value[start:].strip(b" \t")
-    if part:
-        parts.append(part)
+    return out
+
+
+def split_elements(value: bytes) -> list[bytes]:
+    """Split a comma-separated value into its stripped elements, empty ones included."""
+    if b"," not in value:
+        return [value.strip(b" \t")]
+    if b'"' not in value and b"<" not in value:
+        return [part.strip(b" \t") for part in value.split(b",")]
+    parts: list[bytes] = []
+    start = 0
+    for comma in _commas(value):
+        parts.append(value[start:comma].strip(b" \t"))
+        start = comma + 1
+    parts.append(value[start:].strip(b" \t"))
     return parts
+
+
+def split_list(value: bytes) -> list[bytes]:
+    """Split a comma-separated header value; commas in quotes or ``<...>`` do not count.
+
+    Empty elements (``a,,b``) are dropped, as RFC 7230's list rule allows.
+    """
+    return [part for part in split_elements(value) if part]
+
+
+def first_comma(value: bytes) -> int:
+    """Offset of the comma ending the first list element of ``value``, or -1."""
+    i = value.find(b",")
+    if i < 0 or (b'"' not in value[:i] and b"<" not in value[:i]):
+        return i
+    commas = _commas(value)
+    return commas[0] if commas else -1
 
 
 def unfold(value: bytes) -> bytes:

@@ -1,46 +1,80 @@
 """SIP requests and responses: ordered raw header lines, typed views parsed only when asked for.
 
-A message keeps every header line exactly as it arrived (folding included), so serializing an
-untouched message, or one with a header added at the top, gives back the same bytes for every line
-we did not edit. Messages are values: the edit methods return a new message and leave the old one
-as it was.
+A message keeps the bytes it was parsed from and every header as it arrived: its name as written
+and its raw value (folding included). Serializing an untouched message gives back those bytes; an
+edit (a header added at the top, the top value of a list header removed, the Request-URI changed,
+one header's value replaced) changes only the bytes it is about. Messages are values: the edit
+methods return a new message and leave the old one as it was.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from itertools import chain
 from typing import Final, Self
 
 from .errors import LocalProtocolError, ParseError
-from .headers import LIST_HEADERS, canonical, is_token, split_list, unfold
+from .headers import (
+    LIST_HEADERS,
+    canonical,
+    first_comma,
+    key_for,
+    split_elements,
+    unfold,
+)
 from .nameaddr import NameAddr, parse_name_addr, tag_of
+from .scalars import SMALL_INTS, CSeq, bounded_int, parse_content_length, parse_cseq
 from .uri import Uri, parse_uri
-from .via import Via, parse_via, parse_vias
+from .via import Via, parse_via
 
 CRLF: Final = b"\r\n"
 
-
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    number: int
-    method: str
+# Interned lookup keys (see ``headers.key_for``).
+_CALL_ID: Final = key_for(b"call-id")
+_CSEQ: Final = key_for(b"cseq")
+_MAX_FORWARDS: Final = key_for(b"max-forwards")
+_CONTENT_LENGTH: Final = key_for(b"content-length")
+_EXPIRES: Final = key_for(b"expires")
+_FROM: Final = key_for(b"from")
+_TO: Final = key_for(b"to")
+_VIA: Final = key_for(b"via")
 
 
 class Message:
-    """What requests and responses share: header lines and a body."""
+    """What requests and responses share: header lines, a body and the bytes on the wire."""
 
-    __slots__ = ("_keys", "_lines", "_raw", "body")
+    __slots__ = ("_index", "_keys", "_names", "_raw", "_values", "body")
 
-    def __init__(
-        self, keys: list[bytes], lines: list[bytes], body: bytes, raw: bytes | None = None
-    ) -> None:
-        # _keys[i] is the canonical name (lower case, compact form expanded) of _lines[i], the
-        # whole header line as it arrived. Neither list is changed after construction.
+    # _keys[i] is the canonical name (lower case, compact form expanded) of header i, _names[i]
+    # its name as written (white space before the colon included) and _values[i] its raw value
+    # (everything after the colon, folding included). _index maps each key to the position of
+    # its first line (built when first needed; the parser shares one per sequence of names).
+    # _raw is the whole message: start line, then CRLF name ":" value for each header, then
+    # CRLF CRLF and the body. None of these is changed after construction.
+    _keys: list[bytes]
+    _names: list[bytes]
+    _values: list[bytes]
+    _index: dict[bytes, int] | None
+    _raw: bytes
+    body: bytes
+
+    def _init_headers(self, keys: list[bytes], lines: list[bytes], body: bytes) -> None:
+        if len(keys) != len(lines):
+            raise LocalProtocolError("one key per header line")
+        names: list[bytes] = []
+        values: list[bytes] = []
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise LocalProtocolError(f"header line without a colon: {line!r}")
+            names.append(name)
+            values.append(value)
         self._keys = keys
-        self._lines = lines
+        self._names = names
+        self._values = values
+        self._index = None
         self.body = body
-        self._raw = raw
+        self._raw = _assemble(self.start_line(), names, values, body)
 
     # ---- reading -------------------------------------------------------------------------
     def start_line(self) -> bytes:
@@ -49,11 +83,10 @@ class Message:
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Every header as (name as written, value with folding removed), in order."""
-        out = []
-        for line in self._lines:
-            name, _, value = line.partition(b":")
-            out.append((name.strip(b" \t"), unfold(value).strip(b" \t")))
-        return out
+        return [
+            (name.strip(b" \t"), unfold(value).strip(b" \t"))
+            for name, value in zip(self._names, self._values, strict=True)
+        ]
 
     def header_names(self) -> list[bytes]:
         """Canonical names of every header line, in order."""
@@ -64,155 +97,207 @@ class Message:
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the first header line called ``name`` (any case, compact or long)."""
-        try:
-            i = self._keys.index(canonical(name))
-        except ValueError:
-            return None
-        return _value(self._lines[i])
+        return self._first(canonical(name))
 
     def _first(self, key: bytes) -> bytes | None:
         """``get`` for a canonical key (no name normalisation: the hot path's accessor)."""
-        keys = self._keys
-        if key not in keys:
+        index = self._index
+        if index is None:
+            index = self._index = first_positions(self._keys)
+        i = index.get(key)
+        if i is None:
             return None
-        return _value(self._lines[keys.index(key)])
+        value = self._values[i]
+        if 10 in value:  # LF: a folded line
+            value = unfold(value)
+        return value.strip(b" \t")
 
     def get_all(self, name: bytes) -> list[bytes]:
         """Every line's value for ``name``, one entry per header line."""
         key = canonical(name)
-        return [_value(line) for k, line in zip(self._keys, self._lines, strict=True) if k == key]
+        return [
+            unfold(value).strip(b" \t")
+            for k, value in zip(self._keys, self._values, strict=True)
+            if k == key
+        ]
 
     def values(self, name: bytes) -> list[bytes]:
-        """Every element of a list header, across lines and commas (RFC 3261 7.3.1)."""
+        """Every element of a list header, across lines and commas (RFC 3261 7.3.1).
+
+        Empty elements (``a,,b``) are dropped; use the typed views to refuse them.
+        """
         out: list[bytes] = []
         for value in self.get_all(name):
-            out.extend(split_list(value))
+            out.extend(part for part in split_elements(value) if part)
         return out
 
     def count(self, name: bytes) -> int:
+        """How many header lines are called ``name``."""
         return self._keys.count(canonical(name))
 
     # ---- typed views -----------------------------------------------------------------------
     @property
     def call_id(self) -> bytes | None:
-        return self._first(b"call-id")
+        return self._first(_CALL_ID)
 
     @property
     def cseq(self) -> CSeq:
-        value = self._first(b"cseq")
+        value = self._first(_CSEQ)
         if value is None:
             raise ParseError("missing CSeq")
         return parse_cseq(value)
 
     @property
     def max_forwards(self) -> int | None:
-        value = self._first(b"max-forwards")
+        value = self._first(_MAX_FORWARDS)
         if value is None:
             return None
-        if not value.isdigit() or len(value) > 3 or int(value) > 255:
-            raise ParseError("malformed Max-Forwards")
-        return int(value)
+        number = SMALL_INTS.get(value)
+        return number if number is not None else bounded_int(value, 255, "Max-Forwards")
 
     @property
     def content_length(self) -> int | None:
-        value = self._first(b"content-length")
+        value = self._first(_CONTENT_LENGTH)
         return None if value is None else parse_content_length(value)
 
     @property
     def expires(self) -> int | None:
-        value = self._first(b"expires")
-        if value is None:
-            return None
-        if not value.isdigit() or len(value) > 10 or int(value) > 2**32 - 1:
-            raise ParseError("malformed Expires")
-        return int(value)
+        """RFC 3261 20.19 delta-seconds (at most 2**32 - 1)."""
+        value = self._first(_EXPIRES)
+        return None if value is None else bounded_int(value, 2**32 - 1, "Expires")
 
     @property
     def from_tag(self) -> bytes | None:
-        value = self._first(b"from")
+        value = self._first(_FROM)
         return None if value is None else tag_of(value)
 
     @property
     def to_tag(self) -> bytes | None:
-        value = self._first(b"to")
+        value = self._first(_TO)
         return None if value is None else tag_of(value)
 
     def top_via(self) -> Via:
         """The first via-parm of the first Via line."""
-        value = self._first(b"via")
+        value = self._first(_VIA)
         if value is None:
             raise ParseError("missing Via")
-        if b"," in value:
-            return parse_vias(value)[0]
+        if 0x2C in value:  # ","
+            end = first_comma(value)
+            if end >= 0:
+                value = value[:end].rstrip(b" \t")
         return parse_via(value)
 
     def vias(self) -> list[Via]:
-        return [parse_via(v) for v in self.values(b"via")]
+        """Every via-parm, top first; an empty element (``Via: a,,b``) is a ``ParseError``."""
+        out: list[Via] = []
+        for value in self.get_all(b"via"):
+            out.extend(parse_via(part) for part in split_elements(value))
+        return out
 
     def name_addr(self, name: bytes) -> NameAddr | None:
+        """The first header called ``name`` as a name-addr (From, To: single-valued headers)."""
         value = self.get(name)
         return None if value is None else parse_name_addr(value)
 
     def name_addrs(self, name: bytes) -> list[NameAddr]:
+        """Every element of a list of name-addrs (Route, Record-Route, Path, Contact)."""
         return [parse_name_addr(v) for v in self.values(name)]
 
     # ---- editing (each returns a new message) ----------------------------------------------
-    def _with(self, keys: list[bytes], lines: list[bytes]) -> Self:
+    def _with(self, keys: list[bytes], names: list[bytes], values: list[bytes], raw: bytes) -> Self:
         raise NotImplementedError  # pragma: no cover - defined by Request and Response
 
     def with_header_first(self, name: bytes, value: bytes) -> Self:
         """Add a header line above all others (a proxy's Via or Record-Route)."""
-        return self._with([canonical(name), *self._keys], [name + b": " + value, *self._lines])
+        key = _checked_key(name, value)
+        raw = self._raw
+        s = raw.find(CRLF)
+        return self._with(
+            [key, *self._keys],
+            [name, *self._names],
+            [b" " + value, *self._values],
+            b"".join((raw[:s], CRLF, name, b": ", value, raw[s:])),
+        )
 
     def with_header(self, name: bytes, value: bytes) -> Self:
         """Replace the value of the first ``name`` line (added at the end when absent)."""
-        key = canonical(name)
-        keys = list(self._keys)
-        lines = list(self._lines)
-        try:
-            i = keys.index(key)
-        except ValueError:
-            keys.append(key)
-            lines.append(name + b": " + value)
-        else:
-            lines[i] = lines[i].partition(b":")[0].rstrip(b" \t") + b": " + value
-        return self._with(keys, lines)
+        key = _checked_key(name, value)
+        keys = self._keys
+        names = self._names
+        values = list(self._values)
+        raw = self._raw
+        if key not in keys:
+            at = self._offset(len(keys))
+            raw = b"".join((raw[:at], CRLF, name, b": ", value, raw[at:]))
+            return self._with([*keys, key], [*names, name], [*values, b" " + value], raw)
+        i = keys.index(key)
+        at = self._offset(i) + 3 + len(names[i])
+        raw = b"".join((raw[:at], b" ", value, raw[at + len(values[i]) :]))
+        values[i] = b" " + value
+        return self._with(keys, names, values, raw)
 
     def without_header(self, name: bytes) -> Self:
         """Remove every line of ``name``."""
         key = canonical(name)
-        pairs = [(k, line) for k, line in zip(self._keys, self._lines, strict=True) if k != key]
-        return self._with([k for k, _ in pairs], [line for _, line in pairs])
+        kept = [i for i, k in enumerate(self._keys) if k != key]
+        if len(kept) == len(self._keys):
+            return self
+        keys = [self._keys[i] for i in kept]
+        names = [self._names[i] for i in kept]
+        values = [self._values[i] for i in kept]
+        return self._with(
+            keys, names, values, _assemble(self.start_line(), names, values, self.body)
+        )
 
     def without_top_value(self, name: bytes) -> Self:
-        """Remove the top value of a list header (the first element of its first line)."""
+        """Remove the top value of a list header (the first element of its first line).
+
+        The rest of that line is kept byte for byte; the line goes when nothing is left in it.
+        """
         key = canonical(name)
-        try:
-            i = self._keys.index(key)
-        except ValueError:
-            raise LocalProtocolError(f"no {name!r} header to remove a value from") from None
-        keys = list(self._keys)
-        lines = list(self._lines)
-        rest = split_list(_value(lines[i]))[1:] if key in LIST_HEADERS else []
-        if rest:
-            lines[i] = lines[i].partition(b":")[0].rstrip(b" \t") + b": " + b", ".join(rest)
-        else:
-            del keys[i]
-            del lines[i]
-        return self._with(keys, lines)
+        keys = self._keys
+        if key not in keys:
+            raise LocalProtocolError(f"no {name!r} header to remove a value from")
+        i = keys.index(key)
+        raw = self._raw
+        names = self._names
+        values = self._values
+        value = values[i]
+        start = self._offset(i)
+        end = start + 3 + len(names[i]) + len(value)
+        comma = first_comma(value) if key in LIST_HEADERS else -1
+        rest = value[comma + 1 :].lstrip(b" \t\r\n") if comma >= 0 else b""
+        if not rest:
+            return self._with(
+                keys[:i] + keys[i + 1 :],
+                names[:i] + names[i + 1 :],
+                values[:i] + values[i + 1 :],
+                raw[:start] + raw[end:],
+            )
+        new = value[: len(value) - len(value.lstrip(b" \t"))] + rest
+        values = list(values)
+        values[i] = new
+        return self._with(
+            keys, names, values, b"".join((raw[:start], CRLF, names[i], b":", new, raw[end:]))
+        )
+
+    def _offset(self, i: int) -> int:
+        """Where header ``i`` starts in the raw message (at the CRLF before it)."""
+        if not i:
+            return self._raw.find(CRLF)
+        return (
+            self._raw.find(CRLF)
+            + 3 * i
+            + sum(map(len, self._names[:i]))
+            + sum(map(len, self._values[:i]))
+        )
 
     # ---- serializing -----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        if self._raw is not None:
-            return self._raw
-        if self._lines:
-            return b"".join(
-                (self.start_line(), CRLF, CRLF.join(self._lines), CRLF, CRLF, self.body)
-            )
-        return b"".join((self.start_line(), CRLF, CRLF, self.body))
+        return self._raw
 
     def __bytes__(self) -> bytes:
-        return self.to_bytes()
+        return self._raw
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -231,6 +316,10 @@ class Message:
 class Request(Message):
     __slots__ = ("method", "uri", "version")
 
+    method: str
+    uri: bytes
+    version: bytes
+
     def __init__(
         self,
         method: str,
@@ -241,10 +330,14 @@ class Request(Message):
         raw: bytes | None = None,
         version: bytes = b"SIP/2.0",
     ) -> None:
-        super().__init__(keys, lines, body, raw)
+        """A request from canonical keys and whole header lines (``name: value``).
+
+        ``raw`` is accepted for compatibility and ignored: the bytes are assembled from the parts.
+        """
         self.method = method
         self.uri = uri
         self.version = version
+        self._init_headers(keys, lines, body)
 
     @classmethod
     def build(
@@ -261,10 +354,25 @@ class Request(Message):
         return parse_uri(self.uri)
 
     def with_uri(self, uri: bytes) -> Request:
-        return Request(self.method, uri, self._keys, self._lines, self.body, None, self.version)
+        """The same request with another Request-URI (RFC 3261 16.6 step 2)."""
+        if not uri or _URI_BAD_RE.search(uri):
+            raise LocalProtocolError(f"not a Request-URI: {uri!r}")
+        raw = self._raw
+        start = b" ".join((self.method.encode("ascii"), uri, self.version))
+        out = make_request(
+            self.method, uri, self.version, self._keys, self._names, self._values, self._index
+        )
+        out.body = self.body
+        out._raw = start + raw[raw.find(CRLF) :]
+        return out
 
-    def _with(self, keys: list[bytes], lines: list[bytes]) -> Request:
-        return Request(self.method, self.uri, keys, lines, self.body, None, self.version)
+    def _with(
+        self, keys: list[bytes], names: list[bytes], values: list[bytes], raw: bytes
+    ) -> Request:
+        out = make_request(self.method, self.uri, self.version, keys, names, values)
+        out.body = self.body
+        out._raw = raw
+        return out
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri.decode('latin-1')}>"
@@ -272,6 +380,10 @@ class Request(Message):
 
 class Response(Message):
     __slots__ = ("reason", "status", "version")
+
+    status: int
+    reason: bytes
+    version: bytes
 
     def __init__(
         self,
@@ -283,10 +395,11 @@ class Response(Message):
         raw: bytes | None = None,
         version: bytes = b"SIP/2.0",
     ) -> None:
-        super().__init__(keys, lines, body, raw)
+        """A response from canonical keys and whole header lines (``raw`` is ignored)."""
         self.status = status
         self.reason = reason
         self.version = version
+        self._init_headers(keys, lines, body)
 
     @classmethod
     def build(
@@ -298,53 +411,88 @@ class Response(Message):
     def start_line(self) -> bytes:
         return b"%s %d %s" % (self.version, self.status, self.reason)
 
-    def _with(self, keys: list[bytes], lines: list[bytes]) -> Response:
-        return Response(self.status, self.reason, keys, lines, self.body, None, self.version)
+    def _with(
+        self, keys: list[bytes], names: list[bytes], values: list[bytes], raw: bytes
+    ) -> Response:
+        out = make_response(self.status, self.reason, self.version, keys, names, values)
+        out.body = self.body
+        out._raw = raw
+        return out
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason.decode('latin-1')}>"
 
 
-def _value(line: bytes) -> bytes:
-    value = line.partition(b":")[2]
-    if b"\n" in value:
-        value = unfold(value)
-    return value.strip(b" \t")
+_new: Final = object.__new__
+
+
+def make_request(
+    method: str,
+    uri: bytes,
+    version: bytes,
+    keys: list[bytes],
+    names: list[bytes],
+    values: list[bytes],
+    index: dict[bytes, int] | None = None,
+) -> Request:
+    """A request without ``body`` and ``_raw``; the caller sets both (the parser's constructor)."""
+    out: Request = _new(Request)
+    out.method = method
+    out.uri = uri
+    out.version = version
+    out._keys = keys
+    out._names = names
+    out._values = values
+    out._index = index
+    return out
+
+
+def make_response(
+    status: int,
+    reason: bytes,
+    version: bytes,
+    keys: list[bytes],
+    names: list[bytes],
+    values: list[bytes],
+    index: dict[bytes, int] | None = None,
+) -> Response:
+    """A response without ``body`` and ``_raw``; the caller sets both."""
+    out: Response = _new(Response)
+    out.status = status
+    out.reason = reason
+    out.version = version
+    out._keys = keys
+    out._names = names
+    out._values = values
+    out._index = index
+    return out
+
+
+def first_positions(keys: list[bytes]) -> dict[bytes, int]:
+    """Each key's first position in ``keys`` (later duplicates are overwritten by earlier)."""
+    n = len(keys)
+    return dict(zip(reversed(keys), range(n - 1, -1, -1), strict=True))
+
+
+# Request-URI: no white space, controls or non-ASCII (RFC 4475 3.1.2.7, 3.1.2.8).
+_URI_BAD_RE: Final = re.compile(rb"[\x00-\x20\x7f-\xff]")
+
+
+def _assemble(start: bytes, names: list[bytes], values: list[bytes], body: bytes) -> bytes:
+    n = len(names)
+    pieces = chain.from_iterable(zip((CRLF,) * n, names, (b":",) * n, values, strict=True))
+    return b"".join((start, *pieces, CRLF, CRLF, body))
+
+
+def _checked_key(name: bytes, value: bytes) -> bytes:
+    key = canonical(name)
+    if not key:
+        raise LocalProtocolError(f"not a header name: {name!r}")
+    if 13 in value or 10 in value:
+        raise LocalProtocolError(f"line break in a header value: {value!r}")
+    return key
 
 
 def _pairs_to_lines(headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
-    keys = []
-    for name, _ in headers:
-        key = canonical(name)
-        if not key:
-            raise LocalProtocolError(f"not a header name: {name!r}")
-        keys.append(key)
+    keys = [_checked_key(name, value) for name, value in headers]
     return keys, [name + b": " + value for name, value in headers]
-
-
-_CSEQ_RE: Final = re.compile(rb"([0-9]{1,10}) ([A-Za-z0-9\-.!%*_+`'~]+)")
-
-
-def parse_cseq(value: bytes) -> CSeq:
-    """``CSeq = 1*DIGIT LWS Method``, number below 2**31 (RFC 3261 8.1.1.5)."""
-    m = _CSEQ_RE.fullmatch(value)
-    if m is not None:
-        number = int(m.group(1))
-        if number < 2**31:
-            return CSeq(number, m.group(2).decode("ascii"))
-    parts = unfold(value).split()
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
-        raise ParseError("malformed CSeq")
-    number = int(parts[0])
-    if number >= 2**31:
-        raise ParseError("CSeq number out of range")
-    method = parts[1]
-    if not is_token(method):
-        raise ParseError("malformed CSeq method")
-    return CSeq(number, method.decode("ascii"))
-
-
-def parse_content_length(value: bytes) -> int:
-    if not value.isdigit() or len(value) > 10:
-        raise ParseError("malformed Content-Length")
-    return int(value)

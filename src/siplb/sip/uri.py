@@ -1,36 +1,54 @@
-"""SIP and SIPS URIs (RFC 3261 19.1), parsed only when asked for; other schemes kept opaque.
+"""SIP and SIPS URIs (RFC 3261 19.1, 25.1), parsed only when asked for; other schemes opaque.
 
-``SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]``. The user part keeps its
-escapes (``%40``) as written; ``SipUri.user_unescaped`` decodes them.
+``SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]``. The user and password keep
+their escapes (``%40``) as written; ``SipUri.user_unescaped`` decodes them. Parameter names and
+values are unescaped (``;%6C%72`` is ``lr``, RFC 4475 3.1.1.3) and escaped again on output.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from .errors import ParseError
-from .params import Params, format_params
+from .errors import LocalProtocolError, ParseError
+from .params import Params
 
 _SCHEME_RE: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*")
-# userinfo characters: unreserved / escaped / user-unreserved ("&=+$,;?/"), plus ":" for password.
-_USERINFO_RE: Final = re.compile(rb"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/:]|%[0-9A-Fa-f]{2})*")
-_HOSTNAME_RE: Final = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?")
+_ESCAPED: Final = rb"%[0-9A-Fa-f]{2}"
+_UNRESERVED: Final = rb"A-Za-z0-9\-_.!~*'()"
+# user = 1*( unreserved / escaped / user-unreserved ), user-unreserved = "&=+$,;?/"
+_USER_RE: Final = re.compile(rb"(?:[" + _UNRESERVED + rb"&=+$,;?/]|" + _ESCAPED + rb")+")
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+_PASSWORD_RE: Final = re.compile(rb"(?:[" + _UNRESERVED + rb"&=+$,]|" + _ESCAPED + rb")*")
+# hostname / IPv4address (underscores occur in real hostnames and are let through) or an IPv6
+# reference.
+_HOSTNAME_RE: Final = re.compile(rb"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?")
 _IPV6_RE: Final = re.compile(rb"\[([0-9A-Fa-f:.]+)\]")
-# uri-parameter: pname [ "=" pvalue ], paramchar = param-unreserved / unreserved / escaped.
+_PORT_RE: Final = re.compile(rb":([0-9]{1,5})")
+# uri-parameter = pname [ "=" pvalue ], paramchar = param-unreserved / unreserved / escaped,
+# param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
+_PARAMCHAR: Final = rb"[" + _UNRESERVED + rb"\[\]/:&+$]"
 _URI_PARAM_RE: Final = re.compile(
-    rb";((?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+)"
-    rb"(?:=((?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+))?"
+    rb";((?:" + _PARAMCHAR + rb"|" + _ESCAPED + rb")+)"
+    rb"(?:=((?:" + _PARAMCHAR + rb"|" + _ESCAPED + rb")+))?"
 )
-_HEADERS_RE: Final = re.compile(rb"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$=&]|%[0-9A-Fa-f]{2})*")
+_PARAMCHAR_RE: Final = re.compile(_PARAMCHAR)
+# headers = "?" header *( "&" header ), header = hname "=" hvalue, hnv-unreserved = "[]/?:+$"
+_HCHAR: Final = rb"(?:[" + _UNRESERVED + rb"\[\]/?:+$]|" + _ESCAPED + rb")"
+_HEADERS_RE: Final = re.compile(
+    _HCHAR + rb"+=" + _HCHAR + rb"*(?:&" + _HCHAR + rb"+=" + _HCHAR + rb"*)*"
+)
+# Other schemes: printable ASCII, no white space.
+_OPAQUE_RE: Final = re.compile(rb"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
 class SipUri:
     scheme: str  # "sip" or "sips", lower case
-    host: str  # IPv6 without brackets
+    host: str  # lower case; IPv6 without brackets
     port: int | None = None
     user: bytes | None = None
     password: bytes | None = None
@@ -58,6 +76,11 @@ class SipUri:
             return value.lower()
         return "tls" if self.scheme == "sips" else "udp"
 
+    @property
+    def lr(self) -> bool:
+        """Loose routing (RFC 3261 19.1.1): the ``lr`` parameter is there."""
+        return "lr" in self.params
+
     def to_bytes(self) -> bytes:
         out = bytearray(self.scheme.encode("ascii") + b":")
         if self.user is not None:
@@ -66,7 +89,10 @@ class SipUri:
                 out += b":" + self.password
             out += b"@"
         out += self.host_port.encode("ascii")
-        out += format_params(self.params)
+        for name, value in self.params.items():
+            out += b";" + _escape(name)
+            if value is not None:
+                out += b"=" + _escape(value)
         if self.headers:
             out += b"?" + self.headers
         return bytes(out)
@@ -76,7 +102,7 @@ class SipUri:
 class OpaqueUri:
     """A URI of a scheme we do not interpret (tel, urn, im, ...): scheme and text only."""
 
-    scheme: str
+    scheme: str  # lower case
     raw: bytes
 
     def to_bytes(self) -> bytes:
@@ -93,7 +119,7 @@ def parse_uri(raw: bytes) -> Uri:
         raise ParseError("URI has no scheme")
     scheme = raw[:colon].decode("ascii").lower()
     if scheme not in ("sip", "sips"):
-        if not raw[colon + 1 :] or any(c <= 0x20 or c >= 0x7F for c in raw):
+        if colon + 1 == len(raw) or not _OPAQUE_RE.fullmatch(raw):
             raise ParseError(f"malformed {scheme} URI")
         return OpaqueUri(scheme, raw)
     return _parse_sip(raw, colon + 1, scheme)
@@ -112,15 +138,24 @@ def _parse_sip(raw: bytes, pos: int, scheme: str) -> SipUri:
     password: bytes | None = None
     at = raw.find(b"@", pos)
     if at >= 0:
-        if not _USERINFO_RE.fullmatch(raw, pos, at):
+        colon = raw.find(b":", pos, at)
+        user_end = at if colon < 0 else colon
+        if not _USER_RE.fullmatch(raw, pos, user_end):
             raise ParseError("malformed user part in SIP URI")
-        userinfo = raw[pos:at]
-        user, sep, pw = userinfo.partition(b":")
-        password = pw if sep else None
-        if not user:
-            raise ParseError("empty user part in SIP URI")
+        user = raw[pos:user_end]
+        if colon >= 0:
+            if not _PASSWORD_RE.fullmatch(raw, colon + 1, at):
+                raise ParseError("malformed password in SIP URI")
+            password = raw[colon + 1 : at]
         pos = at + 1
-    host, port, pos = _parse_hostport(raw, pos)
+    host, pos = _parse_host(raw, pos)
+    port: int | None = None
+    m = _PORT_RE.match(raw, pos)
+    if m is not None:
+        port = int(m.group(1))
+        if port > 65535:
+            raise ParseError("malformed port in SIP URI")
+        pos = m.end()
     params: Params = {}
     end = len(raw)
     while pos < end and raw[pos] == 0x3B:  # ";"
@@ -129,7 +164,8 @@ def _parse_sip(raw: bytes, pos: int, scheme: str) -> SipUri:
             raise ParseError("malformed SIP URI parameter")
         name = unquote_to_bytes(m.group(1)).decode("latin-1").lower()
         value = m.group(2)
-        params[name] = None if value is None else unquote_to_bytes(value).decode("latin-1")
+        if name not in params:
+            params[name] = None if value is None else unquote_to_bytes(value).decode("latin-1")
         pos = m.end()
     headers = b""
     if pos < end:
@@ -139,19 +175,28 @@ def _parse_sip(raw: bytes, pos: int, scheme: str) -> SipUri:
     return SipUri(scheme, host, port, user, password, params, headers)
 
 
-def _parse_hostport(raw: bytes, pos: int) -> tuple[str, int | None, int]:
-    m = _IPV6_RE.match(raw, pos) if raw[pos : pos + 1] == b"[" else _HOSTNAME_RE.match(raw, pos)
+def _parse_host(raw: bytes, pos: int) -> tuple[str, int]:
+    if raw[pos : pos + 1] == b"[":
+        m = _IPV6_RE.match(raw, pos)
+        if m is None:
+            raise ParseError("malformed IPv6 reference in SIP URI")
+        try:
+            host = str(ipaddress.IPv6Address(m.group(1).decode("ascii")))
+        except ValueError:
+            raise ParseError("malformed IPv6 reference in SIP URI") from None
+        return host, m.end()
+    m = _HOSTNAME_RE.match(raw, pos)
     if m is None:
         raise ParseError("malformed host in SIP URI")
-    host = (m.group(1) if m.re is _IPV6_RE else m.group(0)).decode("ascii")
-    pos = m.end()
-    port: int | None = None
-    if raw[pos : pos + 1] == b":":
-        start = pos + 1
-        pos = start
-        while pos < len(raw) and 0x30 <= raw[pos] <= 0x39:
-            pos += 1
-        if pos == start or pos - start > 5 or int(raw[start:pos]) > 65535:
-            raise ParseError("malformed port in SIP URI")
-        port = int(raw[start:pos])
-    return host.lower(), port, pos
+    return m.group(0).decode("ascii").lower(), m.end()
+
+
+def _escape(text: str) -> bytes:
+    """A parameter name or value as paramchars, escaping what is not one."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"not a byte string: {text!r}") from None
+    return b"".join(
+        bytes((c,)) if _PARAMCHAR_RE.fullmatch(bytes((c,))) else b"%%%02X" % c for c in raw
+    )
