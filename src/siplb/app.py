@@ -7,11 +7,15 @@ import asyncio
 import ipaddress
 import logging
 import signal
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from siplb.admin.journal import Recorder
+from siplb.admin.reloads import ReloadOutcome, diff_sets, restart_warnings
 from siplb.config import Config, ConfigError, load_config
-from siplb.dispatch import State, StateChanged
+from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
 from siplb.io.tcp import ConnectionPool
 from siplb.io.udp import UdpEndpoint, bind_udp
 from siplb.proxy.actions import (
@@ -25,6 +29,9 @@ from siplb.proxy.actions import (
 from siplb.proxy.core import Proxy
 from siplb.proxy.listeners import Listener
 from siplb.sip import Limits, ParseError, Request, Response
+
+if TYPE_CHECKING:
+    from siplb.admin.server import AdminServer
 
 log = logging.getLogger("siplb")
 
@@ -43,12 +50,31 @@ class DestinationView:
 
 
 class Balancer:
-    """One proxy core with its sockets, its timer and its clock."""
+    """One proxy core with its sockets, its timer and its clock; with ``admin=True`` also the
+    admin server (JSON API, dashboard, metrics) on ``[admin] listen``.
 
-    def __init__(self, config: Config, *, worker: int = 0) -> None:
+    ``config_path`` is the file a reload (SIGHUP, ``POST /api/reload``) reads again.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        worker: int = 0,
+        admin: bool = False,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
+        self.started_config = config  # what listeners and sockets were built from
         self.worker = worker
+        self.config_path = config_path
         self.loop = asyncio.get_running_loop()
+        self.wall_offset = time.time() - self.loop.time()  # loop clock -> epoch seconds
+        self.recorder = Recorder()
+        self.with_admin = admin
+        self.admin: AdminServer | None = None
+        # destinations removed by a reload that still carry calls: uri -> (old set, old spec)
+        self.retired_from: dict[str, tuple[str, DestinationSpec]] = {}
         self.proxy: Proxy | None = None
         self.listeners: list[Listener] = []
         self._udp: dict[int, asyncio.DatagramTransport] = {}
@@ -114,6 +140,20 @@ class Balancer:
             worker=self.worker,
         )
         self._flush()
+        if self.with_admin:
+            await self._start_admin()
+
+    async def _start_admin(self) -> None:
+        from siplb.admin.server import AdminServer
+
+        server = AdminServer(self)
+        try:
+            await server.start()
+        except OSError as exc:
+            self._close()
+            host, port = self.config.admin.address
+            raise OSError(exc.errno, f"admin listen {host}:{port}: {exc.strerror or exc}") from exc
+        self.admin = server
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking new calls, let transactions finish within the grace period, close."""
@@ -128,24 +168,134 @@ class Balancer:
                 await asyncio.sleep(0.05)
             if proxy.busy:
                 log.warning("stopping with %d transactions still open", proxy.busy)
+        self._close()
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+
+    def _close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         for transport in self._udp.values():
             transport.close()
         self.pool.close()
 
-    def reload(self, config: Config) -> None:
-        """Take a new config's sets, routes and health settings; listeners stay as they are."""
-        assert self.proxy is not None
-        changes = self.proxy.reconfigure(
+    # ---- reload (SIGHUP and the admin API share this path) -----------------------------------
+    def reload_file(self, trigger: str = "SIGHUP") -> ReloadOutcome:
+        """Read the config file again and install it, or refuse it and keep the running one."""
+        source = str(self.config_path) if self.config_path is not None else self.config.source
+        if self.config_path is None:
+            outcome = ReloadOutcome(False, source, problems=(("", "no config file to reload"),))
+            self.recorder.reloaded(False, f"{outcome.summary()} ({trigger})")
+            return outcome
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            problems = tuple((problem.path, problem.message) for problem in exc.problems)
+            outcome = ReloadOutcome(False, source, problems=problems)
+            log.error("reload refused (%s), the running config stays:\n%s", trigger, exc)
+            self.recorder.reloaded(False, f"{outcome.summary()} ({trigger})")
+            return outcome
+        return self.reload(config, trigger=trigger)
+
+    def reload(self, config: Config, *, trigger: str = "reload") -> ReloadOutcome:
+        """Install a new config's sets and route rules at once; calls and transactions in
+        progress keep their destinations, a removed destination drains. Listeners and the other
+        sections stay as they are until a restart (the outcome warns about them)."""
+        proxy = self.proxy
+        assert proxy is not None
+        old_sets = proxy.dispatcher.sets()
+        added, removed, reweighted = diff_sets(old_sets, config.sets)
+        warnings = restart_warnings(self.started_config, config)
+        proxy.reconfigure(
             sets=config.sets,
             routes=config.routes,
             default_set=config.default_set,
             now=self.loop.time(),
         )
+        self._note_retiring(old_sets)
         self.config = config
+        outcome = ReloadOutcome(
+            True,
+            config.source,
+            config.digest,
+            added=added,
+            removed=removed,
+            reweighted=reweighted,
+            warnings=warnings,
+        )
         self._flush()
-        log.info("reloaded %s (%d destination changes)", config.source, changes)
+        log.info("%s (%s)", outcome.summary(), trigger)
+        for warning in warnings:
+            log.warning("reload: %s", warning)
+        self.recorder.reloaded(True, f"{outcome.summary()} ({trigger})")
+        if self.admin is not None:
+            self.admin.config_changed()
+        return outcome
+
+    def _note_retiring(self, old_sets: tuple[SetSpec, ...]) -> None:
+        retiring = self.proxy.dispatcher.retiring() if self.proxy is not None else frozenset()
+        for spec in old_sets:
+            for dest in spec.destinations:
+                if dest.uri in retiring:
+                    self.retired_from.setdefault(dest.uri, (spec.name, dest))
+        for uri in [u for u in self.retired_from if u not in retiring]:
+            del self.retired_from[uri]
+
+    # ---- operator actions (admin API) ----------------------------------------------------------
+    def find_destination(self, set_name: str, uri: str) -> DestinationSpec:
+        """The destination ``uri`` of set ``set_name``; KeyError names what is unknown."""
+        assert self.proxy is not None
+        try:
+            destinations = self.proxy.dispatcher.destinations(set_name)
+        except KeyError:
+            raise KeyError(f"no set {set_name!r}") from None
+        for dest in destinations:
+            if dest.uri == uri:
+                return dest.spec
+        raise KeyError(f"no destination {uri!r} in set {set_name!r}")
+
+    def set_admin_state(self, set_name: str, uri: str, admin: AdminState, cause: str) -> None:
+        """Drain, disable or enable a destination (in every set that lists its URI)."""
+        proxy = self.proxy
+        assert proxy is not None
+        self.find_destination(set_name, uri)
+        event = proxy.dispatcher.health.set_admin(uri, admin, self.loop.time(), cause)
+        if event is not None:
+            proxy.events.append(event)
+        log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
+        self._flush()
+
+    def set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
+        """Change a destination's weight in one set until the next reload."""
+        proxy = self.proxy
+        assert proxy is not None
+        old = self.find_destination(set_name, uri).weight
+        if weight < 1:
+            raise ValueError("weight must be at least 1")
+        sets = tuple(
+            replace(
+                spec,
+                destinations=tuple(
+                    replace(d, weight=weight) if d.uri == uri else d for d in spec.destinations
+                ),
+            )
+            if spec.name == set_name
+            else spec
+            for spec in proxy.dispatcher.sets()
+        )
+        proxy.reconfigure(
+            sets=sets, routes=proxy.routes, default_set=proxy.default_set, now=self.loop.time()
+        )
+        log.info("admin: weight of %s in %s %d -> %d (%s)", uri, set_name, old, weight, cause)
+        self.recorder.weight_changed(set_name, uri, old, weight, cause)
+        self._flush()
+        if self.admin is not None:
+            self.admin.config_changed()
+
+    def wall(self, loop_time: float) -> float:
+        """A time of the loop's clock as seconds since the epoch."""
+        return loop_time + self.wall_offset
 
     # ---- inputs --------------------------------------------------------------------------------
     def _on_datagram(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
@@ -192,8 +342,11 @@ class Balancer:
         if proxy.events:
             events = proxy.events[:]
             proxy.events.clear()
+            recorder = self.recorder
+            offset = self.wall_offset
             for event in events:
                 _log_event(event)
+                recorder.observe(event, offset)
         deadline = proxy.get_timer()
         if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
             if self._timer is not None:
@@ -290,22 +443,13 @@ def _is_ip(host: str) -> bool:
 async def serve(config_path: Path) -> int:
     """``siplb run``: run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     config = load_config(config_path)
-    balancer = Balancer(config)
+    balancer = Balancer(config, admin=True, config_path=config_path)
     await balancer.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-
-    def reload() -> None:
-        try:
-            new = load_config(config_path)
-        except ConfigError as exc:
-            log.error("reload refused, the running config stays:\n%s", exc)
-            return
-        balancer.reload(new)
-
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    loop.add_signal_handler(signal.SIGHUP, balancer.reload_file, "SIGHUP")
     await stop.wait()
     log.info("stopping: no new calls, %.1f s for transactions to finish", config.proxy.grace_period)
     await balancer.stop()

@@ -1,12 +1,14 @@
-"""``siplb run | check | demo`` (DESIGN.md section 5)."""
+"""``siplb run | check | demo | status | dest | reload`` (DESIGN.md section 5)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -84,3 +86,162 @@ def _print_problems(path: Path, exc: ConfigError) -> None:
     for problem in exc.problems:
         where = problem.path or "(file)"
         click.echo(f"  {where}: {problem.message}", err=True)
+
+
+# ---- talking to a running balancer's admin API ------------------------------------------------
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _admin_options(command: F) -> F:
+    command = click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Take the admin address and token from this config's [admin] section.",
+    )(command)
+    command = click.option(
+        "--token-file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="File holding the admin token (else $SIPLB_ADMIN_TOKEN or $SIPLB_ADMIN_TOKEN_FILE).",
+    )(command)
+    command = click.option(
+        "--admin",
+        "admin_url",
+        envvar="SIPLB_ADMIN",
+        default=None,
+        help="Admin API URL (default $SIPLB_ADMIN, the config's, or http://127.0.0.1:8080).",
+    )(command)
+    return command
+
+
+def _client(admin_url: str | None, token_file: Path | None, config_path: Path | None) -> Any:
+    from siplb.admin.client import DEFAULT_URL, AdminClient, resolve_token
+
+    config_url = config_token = None
+    if config_path is not None:
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            _print_problems(config_path, exc)
+            sys.exit(2)
+        host, port = config.admin.address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        config_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        config_token = config.admin.token
+        if config_token is None and config.admin.token_file is not None:
+            token_file = token_file or config.admin.token_file
+    try:
+        token = resolve_token(token_file, config_token)
+    except OSError as exc:
+        click.echo(f"siplb: cannot read the token file: {exc}", err=True)
+        sys.exit(1)
+    return AdminClient(admin_url or config_url or DEFAULT_URL, token)
+
+
+def _call(action: Callable[[], Any]) -> Any:
+    """Run one API call; an error is printed and ends the command (exit 1)."""
+    from siplb.admin.client import AdminError
+
+    try:
+        return action()
+    except AdminError as exc:
+        _fail(exc)
+
+
+def _fail(exc: Any) -> NoReturn:
+    click.echo(f"siplb: {exc.message}", err=True)
+    if exc.status == 401:
+        click.echo(
+            "siplb: give the admin token with --token-file, $SIPLB_ADMIN_TOKEN or -c CONFIG",
+            err=True,
+        )
+    sys.exit(1)
+
+
+@main.command()
+@_admin_options
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+def status(
+    admin_url: str | None, token_file: Path | None, config_path: Path | None, as_json: bool
+) -> None:
+    """Sets and destinations of a running balancer, as a table (like ipvsadm -L -n)."""
+    from siplb.admin.client import format_status
+
+    client = _client(admin_url, token_file, config_path)
+    info = _call(client.status)
+    sets = _call(client.sets)
+    if as_json:
+        click.echo(json.dumps({"status": info, "sets": sets}, indent=2))
+    else:
+        click.echo(format_status(info, sets, time.time()))
+
+
+@main.group()
+def dest() -> None:
+    """Drain, enable, disable or re-weight one destination of a running balancer."""
+
+
+def _dest_action(action: str, summary: str) -> None:
+    @dest.command(action, help=summary)
+    @_admin_options
+    @click.argument("set_name", metavar="SET")
+    @click.argument("uri")
+    def command(
+        admin_url: str | None,
+        token_file: Path | None,
+        config_path: Path | None,
+        set_name: str,
+        uri: str,
+    ) -> None:
+        client = _client(admin_url, token_file, config_path)
+        view = _call(lambda: client.destination_action(set_name, uri, action))
+        click.echo(f"{view['uri']} in {set_name}: {view['state']} ({view['cause']})")
+
+
+_dest_action("drain", "No new calls to URI; calls in progress go on until they end.")
+_dest_action("enable", "Clear a drain or disable: the probes decide URI's state again.")
+_dest_action("disable", "No new calls to URI.")
+
+
+@dest.command("weight")
+@_admin_options
+@click.argument("set_name", metavar="SET")
+@click.argument("uri")
+@click.argument("weight", type=click.IntRange(1, 1_000_000))
+def dest_weight(
+    admin_url: str | None,
+    token_file: Path | None,
+    config_path: Path | None,
+    set_name: str,
+    uri: str,
+    weight: int,
+) -> None:
+    """Set URI's weight in SET (until the next reload)."""
+    client = _client(admin_url, token_file, config_path)
+    view = _call(lambda: client.set_weight(set_name, uri, weight))
+    click.echo(f"{view['uri']} in {set_name}: weight {view['weight']}")
+
+
+@main.command()
+@_admin_options
+def reload(admin_url: str | None, token_file: Path | None, config_path: Path | None) -> None:
+    """Make a running balancer reload its config file (like SIGHUP); exit 2 if refused."""
+    from siplb.admin.client import AdminError
+
+    client = _client(admin_url, token_file, config_path)
+    try:
+        outcome = client.reload()
+    except AdminError as exc:
+        if exc.status != 422 or not isinstance(exc.body, dict):
+            _fail(exc)
+        body = exc.body
+        click.echo(f"siplb: {body.get('summary', exc.message)}; the running config stays", err=True)
+        for problem in body.get("problems", []):
+            click.echo(f"  {problem['path'] or '(file)'}: {problem['message']}", err=True)
+        sys.exit(2)
+    click.echo(outcome["summary"])
+    for warning in outcome["warnings"]:
+        click.echo(f"warning: {warning}", err=True)

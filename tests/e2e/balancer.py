@@ -4,7 +4,10 @@ start_siplb(workdir, destinations, *, transport="udp", algorithm="round-robin",
             extra="", dest_transport=None) -> SiplbProcess
 SiplbProcess: .address .pid .config_path .log_lines() -> list[dict] (JSON log)
               .state_changes(uri) -> list[(timestamp, old, new, cause)]
+              .admin_url .admin_token .api(method, path, body=None) -> (status, JSON)
               .stop() -> exit code
+Every config gets an ``[admin]`` section on a free loopback port with ADMIN_TOKEN (unless
+``extra`` brings its own), so tests never collide on the default port 8080.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import calendar
 import json
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from .harness import (
 )
 
 STOP = (StopStep(15, 8.0), StopStep(9, 2.0))
+ADMIN_TOKEN = "e2e-admin-token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +45,31 @@ class StateChange:
 
 
 class SiplbProcess:
-    def __init__(self, process: ManagedProcess, address: Address, config_path: Path) -> None:
+    def __init__(
+        self,
+        process: ManagedProcess,
+        address: Address,
+        config_path: Path,
+        admin_url: str | None = None,
+        admin_token: str | None = None,
+    ) -> None:
         self.process = process
         self.address = address
         self.config_path = config_path
+        self.admin_url = admin_url
+        self.admin_token = admin_token
+
+    def api(
+        self, method: str, path: str, body: object = None, *, token: str | None = ""
+    ) -> tuple[int, object]:
+        """One admin API request (``token=""``: this balancer's token; None: no token)."""
+        assert self.admin_url is not None, "this balancer has no admin port"
+        return admin_request(
+            self.admin_url + path,
+            method,
+            body,
+            token=self.admin_token if token == "" else token,
+        )
 
     @property
     def pid(self) -> int:
@@ -82,6 +109,42 @@ class SiplbProcess:
         return self.process.stop(STOP)
 
 
+def admin_request(
+    url: str, method: str = "GET", body: object = None, *, token: str | None = None
+) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5.0) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")
+
+
+def wait_admin_ready(
+    url: str, token: str | None, *, timeout: float, process: ManagedProcess
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, _ = admin_request(url + "/api/status", token=token)
+        except OSError:
+            status = 0
+        if status == 200:
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise TimeoutError(f"admin API at {url} not ready (last status {status})")
+        time.sleep(0.05)
+
+
 def _epoch(ts: str) -> float:
     base, _, frac = ts.rstrip("Z").partition(".")
     return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
@@ -95,7 +158,12 @@ def write_config(
     transport: str = "udp",
     algorithm: str = "round-robin",
     extra: str = "",
+    admin_port: int | None = None,
+    admin_token: str = ADMIN_TOKEN,
 ) -> None:
+    admin = ""
+    if admin_port is not None and "[admin]" not in extra:
+        admin = f'\n[admin]\nlisten = "{LOOPBACK}:{admin_port}"\ntoken = "{admin_token}"\n'
     dests = ",\n".join(f'  {{ uri = "{uri}" }}' for uri in destinations)
     listeners = f'[[listen]]\ntransport = "{transport}"\naddress = "{LOOPBACK}:{port}"\n'
     if transport != "udp":  # probes and UDP peers still need a UDP side
@@ -118,7 +186,7 @@ up_after = 2
 [log]
 format = "json"
 level = "info"
-{extra}
+{admin}{extra}
 """
     )
 
@@ -132,15 +200,28 @@ def start_siplb(
     extra: str = "",
 ) -> SiplbProcess:
     port = free_port()
+    admin_port = free_port()
     config = workdir / "siplb.toml"
-    write_config(config, port, destinations, transport=transport, algorithm=algorithm, extra=extra)
+    write_config(
+        config,
+        port,
+        destinations,
+        transport=transport,
+        algorithm=algorithm,
+        extra=extra,
+        admin_port=admin_port,
+    )
     process = ManagedProcess(
         "siplb", [sys.executable, "-m", "siplb", "run", "-c", str(config)], cwd=workdir
     )
     address = (LOOPBACK, port)
+    own_admin = "[admin]" not in extra
+    admin_url = f"http://{LOOPBACK}:{admin_port}" if own_admin else None
     try:
         wait_sip_ready(address, timeout=10.0, process=process)
+        if admin_url is not None:
+            wait_admin_ready(admin_url, ADMIN_TOKEN, timeout=10.0, process=process)
     except Exception:
         process.stop(STOP)
         raise
-    return SiplbProcess(process, address, config)
+    return SiplbProcess(process, address, config, admin_url, ADMIN_TOKEN if own_admin else None)

@@ -1,0 +1,176 @@
+"""The JSON API under ``/api/`` (described by ``/api/openapi.json``), ``/metrics`` and the
+dashboard's files. Handlers are thin: views build the JSON, the balancer performs the actions.
+
+Every error is ``{"error": "..."}`` with its status: 400 bad input, 401 missing or wrong token,
+403 changes without a configured token, 404 unknown set or destination, 409 nothing to reload,
+422 a refused config (with its ``problems``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from siplb.dispatch import AdminState
+
+from .metrics import CONTENT_TYPE
+from .openapi import OPENAPI
+from .views import destination_json, set_json, sets_json, status_json
+
+if TYPE_CHECKING:
+    from .server import AdminServer
+
+STATIC = Path(__file__).resolve().parent / "static"
+ACTIONS = {
+    "drain": AdminState.DRAINING,
+    "enable": AdminState.ENABLED,
+    "disable": AdminState.DISABLED,
+}
+MAX_WEIGHT = 1_000_000
+DEST = "/api/sets/{set}/destinations/{uri}"
+
+
+def error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+class AdminApi:
+    def __init__(self, server: AdminServer) -> None:
+        self.server = server
+        self.balancer = server.balancer
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/", self.index),
+            web.static("/static", STATIC, append_version=False),
+            web.get("/api/openapi.json", self.openapi),
+            web.get("/api/status", self.status),
+            web.get("/api/sets", self.sets),
+            web.get("/api/sets/{set}", self.one_set),
+            web.get(DEST, self.destination),
+            web.post(DEST + "/{action:drain|enable|disable}", self.action),
+            web.put(DEST + "/weight", self.weight),
+            web.get("/api/events", self.events),
+            web.get("/api/history", self.history),
+            web.post("/api/reload", self.reload),
+            web.get("/api/stream", self.stream),
+            web.get("/metrics", self.metrics),
+        ]
+
+    # ---- pages -------------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    # ---- reads -------------------------------------------------------------------------------
+    async def status(self, request: web.Request) -> web.Response:
+        balancer = self.balancer
+        return web.json_response(status_json(balancer, self.server.meter, balancer.loop.time()))
+
+    async def sets(self, request: web.Request) -> web.Response:
+        return web.json_response({"sets": sets_json(self.balancer, self.server.meter)})
+
+    async def one_set(self, request: web.Request) -> web.Response:
+        name = request.match_info["set"]
+        assert self.balancer.proxy is not None
+        for spec in self.balancer.proxy.dispatcher.sets():
+            if spec.name == name:
+                return web.json_response(set_json(self.balancer, self.server.meter, spec))
+        return error(404, f"no set {name!r}")
+
+    async def destination(self, request: web.Request) -> web.Response:
+        set_name, uri = request.match_info["set"], request.match_info["uri"]
+        try:
+            spec = self.balancer.find_destination(set_name, uri)
+        except KeyError as exc:
+            return error(404, exc.args[0])
+        view = destination_json(self.balancer, self.server.meter, set_name, spec)
+        return web.json_response(view) if view is not None else error(404, f"no {uri!r}")
+
+    async def events(self, request: web.Request) -> web.Response:
+        try:
+            after = int(request.query.get("after", "0"))
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return error(400, "after and limit are integers")
+        journal = self.balancer.recorder.journal
+        entries = journal.after(max(0, after), max(0, min(limit, 500)))
+        return web.json_response(
+            {"last_id": journal.last_id, "events": [e.to_json() for e in entries]}
+        )
+
+    async def history(self, request: web.Request) -> web.Response:
+        snapshot = self.server.snapshot()
+        return web.json_response(snapshot["history"])
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.server.metrics.render(), headers={"Content-Type": CONTENT_TYPE}
+        )
+
+    # ---- changes -----------------------------------------------------------------------------
+    async def action(self, request: web.Request) -> web.Response:
+        set_name, uri = request.match_info["set"], request.match_info["uri"]
+        action = request.match_info["action"]
+        cause = f"{action} by admin API from {request.remote}"
+        try:
+            self.balancer.set_admin_state(set_name, uri, ACTIONS[action], cause)
+        except KeyError as exc:
+            return error(404, exc.args[0])
+        return await self.destination(request)
+
+    async def weight(self, request: web.Request) -> web.Response:
+        set_name, uri = request.match_info["set"], request.match_info["uri"]
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error(400, 'the body must be JSON: {"weight": N}')
+        weight = body.get("weight") if isinstance(body, dict) else None
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
+            return error(400, f"weight must be an integer from 1 to {MAX_WEIGHT}")
+        cause = f"admin API from {request.remote}"
+        try:
+            self.balancer.set_weight(set_name, uri, weight, cause)
+        except KeyError as exc:
+            return error(404, exc.args[0])
+        return await self.destination(request)
+
+    async def reload(self, request: web.Request) -> web.Response:
+        outcome = self.balancer.reload_file(f"admin API from {request.remote}")
+        if outcome.ok:
+            return web.json_response(outcome.to_json())
+        status = 409 if self.balancer.config_path is None else 422
+        return web.json_response({"error": outcome.summary(), **outcome.to_json()}, status=status)
+
+    # ---- the dashboard's event stream ---------------------------------------------------------
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events: ``snapshot`` (everything) then a ``tick`` every second."""
+        from .server import CLIENT_QUEUE
+
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
+        self.server.attach(queue)
+        try:
+            while (message := await queue.get()) is not None:
+                await response.write(message)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        finally:
+            self.server.clients.discard(queue)
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response

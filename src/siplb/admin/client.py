@@ -1,0 +1,171 @@
+"""The admin API's client side, for ``siplb status``, ``siplb dest ...`` and ``siplb reload``:
+a few blocking HTTP requests (standard library only) and the ``ipvsadm -L -n`` style table."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+ENV_URL = "SIPLB_ADMIN"
+ENV_TOKEN = "SIPLB_ADMIN_TOKEN"
+ENV_TOKEN_FILE = "SIPLB_ADMIN_TOKEN_FILE"
+
+
+class AdminError(Exception):
+    """The API refused a request or could not be reached; ``status`` 0 means unreachable."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.body = body
+
+
+@dataclass(frozen=True, slots=True)
+class AdminClient:
+    url: str = DEFAULT_URL
+    token: str | None = None
+    timeout: float = 10.0
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                payload = json.loads(raw)
+            except json.JSONDecodeError:
+                payload = {"error": raw.decode(errors="replace").strip() or exc.reason}
+            message = payload.get("error") if isinstance(payload, dict) else None
+            raise AdminError(exc.code, str(message or exc.reason), payload) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AdminError(0, f"cannot reach the admin API at {self.url}: {reason}") from None
+
+    def status(self) -> Any:
+        return self.request("GET", "/api/status")
+
+    def sets(self) -> Any:
+        return self.request("GET", "/api/sets")["sets"]
+
+    def destination_action(self, set_name: str, uri: str, action: str) -> Any:
+        return self.request("POST", f"{_dest_path(set_name, uri)}/{action}")
+
+    def set_weight(self, set_name: str, uri: str, weight: int) -> Any:
+        return self.request("PUT", f"{_dest_path(set_name, uri)}/weight", {"weight": weight})
+
+    def reload(self) -> Any:
+        return self.request("POST", "/api/reload")
+
+
+def _dest_path(set_name: str, uri: str) -> str:
+    return f"/api/sets/{quote(set_name, safe='')}/destinations/{quote(uri, safe='')}"
+
+
+def resolve_token(token_file: Path | None, config_token: str | None = None) -> str | None:
+    """``--token-file``, else $SIPLB_ADMIN_TOKEN, else $SIPLB_ADMIN_TOKEN_FILE, else the
+    config's token. Raises OSError for an unreadable file."""
+    if token_file is not None:
+        return _first_line(token_file)
+    if os.environ.get(ENV_TOKEN):
+        return os.environ[ENV_TOKEN].strip()
+    if os.environ.get(ENV_TOKEN_FILE):
+        return _first_line(Path(os.environ[ENV_TOKEN_FILE]))
+    return config_token
+
+
+def _first_line(path: Path) -> str | None:
+    lines = path.read_text(encoding="utf-8").strip().splitlines()
+    return lines[0].strip() if lines else None
+
+
+# ---- the status table -----------------------------------------------------------------------
+COLUMNS = (
+    ("State", 9, "<"),
+    ("Weight", 6, ">"),
+    ("Prio", 4, ">"),
+    ("ActiveCalls", 11, ">"),
+    ("Max", 5, ">"),
+    ("CPS", 7, ">"),
+    ("Latency(ms)", 13, ">"),
+    ("Fails", 5, ">"),
+    ("Since", 8, ">"),
+)
+
+
+def format_status(status: Any, sets: Any, now: float) -> str:
+    """``siplb status``: a header, then each set and its destinations (like ``ipvsadm -L -n``)."""
+    lines = [
+        f"siplb {status['version']} node {status['node_id']}, up {_duration(status['uptime_s'])}, "
+        f"config {status['config']['file']} (sha256 {status['config']['sha256'][:12]})",
+        "Listeners: "
+        + ", ".join(f"{item['transport']} {item['address']}" for item in status["listeners"]),
+    ]
+    totals = status["totals"]
+    lines.append(
+        f"Calls: {totals['active_calls']} active, {totals['cps']:.1f}/s; "
+        f"transactions {totals['transactions']['server'] + totals['transactions']['client']}"
+        + ("" if status["accepting"] else "; STOPPING (no new calls)")
+    )
+    width = max([34, *(len(d["uri"]) + 5 for s in sets for d in s["destinations"])])
+    head = "  -> Destination".ljust(width) + _row(name for name, _, _ in COLUMNS)
+    lines += ["Set Algorithm", head]
+    for entry in sets:
+        suffix = " (removed by reload)" if entry["removed"] else ""
+        lines.append(f"{entry['name']} {entry['algorithm'] or '-'}{suffix}")
+        for dest in entry["destinations"]:
+            lines.append(f"  -> {dest['uri']}".ljust(width) + _row(_cells(dest, now)))
+    return "\n".join(lines)
+
+
+def _cells(dest: Any, now: float) -> list[str]:
+    latency = dest["latency_ms"]
+    shown = f"{latency['avg']:.2f}/{latency['p95']:.2f}" if latency else "-"
+    max_calls = dest["max_calls"]
+    return [
+        dest["state"],
+        str(dest["weight"]),
+        str(dest["priority"]),
+        str(dest["active_calls"]),
+        "-" if max_calls is None else str(max_calls),
+        f"{dest['cps']:.2f}",
+        shown,
+        str(dest["failures"]),
+        _duration(max(0.0, now - dest["since"])),
+    ]
+
+
+def _row(cells: Any) -> str:
+    out = []
+    for (_, width, align), cell in zip(COLUMNS, cells, strict=True):
+        out.append(cell.ljust(width) if align == "<" else cell.rjust(width))
+    return " ".join(out).rstrip()
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{s:02d}s"
+    return f"{s}s"

@@ -1,0 +1,380 @@
+"""The OpenAPI 3.1 document served at ``/api/openapi.json`` (a test checks it lists exactly the
+routes the server has)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from siplb import __version__
+
+JSON = dict[str, Any]
+
+
+def _ref(name: str) -> JSON:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: JSON, description: str) -> JSON:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> JSON:
+    texts = {
+        400: "Bad input.",
+        401: "Missing or wrong token (when a token is configured, reads need it too).",
+        403: "Changes are refused: no admin token is configured.",
+        404: "Unknown set or destination.",
+        409: "The balancer has no config file to reload.",
+        422: "The new config was refused; the old one stays in force.",
+    }
+    out = {str(code): _json(_ref("Error"), texts[code]) for code in codes}
+    if 422 in codes:
+        out["422"] = _json(_ref("ReloadOutcome"), texts[422])
+    return out
+
+
+SET_PARAM = {"name": "set", "in": "path", "required": True, "schema": {"type": "string"}}
+URI_PARAM = {
+    "name": "uri",
+    "in": "path",
+    "required": True,
+    "description": "The destination's URI as configured, percent-encoded (sip%3A10.0.0.5%3A5060).",
+    "schema": {"type": "string"},
+}
+DEST_PARAMS = [SET_PARAM, URI_PARAM]
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+
+def _action(verb: str, effect: str) -> JSON:
+    return {
+        "post": {
+            "summary": f"{verb.capitalize()} a destination",
+            "description": effect
+            + " Admin state belongs to the URI, so it applies in every set listing it.",
+            "operationId": f"{verb}Destination",
+            "parameters": DEST_PARAMS,
+            "responses": {
+                "200": _json(_ref("Destination"), "The destination after the change."),
+                **_errors(401, 403, 404),
+            },
+        }
+    }
+
+
+SCHEMAS: JSON = {
+    "Error": {
+        "type": "object",
+        "properties": {"error": {"type": "string"}},
+        "required": ["error"],
+    },
+    "Latency": {
+        "type": ["object", "null"],
+        "description": "OPTIONS probe round-trip times over the last 128 answers.",
+        "properties": {
+            "avg": {"type": "number"},
+            "p95": {"type": "number"},
+            "samples": {"type": "integer"},
+        },
+    },
+    "Destination": {
+        "type": "object",
+        "properties": {
+            "set": {"type": "string"},
+            "uri": {"type": "string"},
+            "transport": {"type": "string", "enum": ["udp", "tcp", "tls"]},
+            "state": {
+                "type": "string",
+                "enum": ["up", "suspect", "down", "draining", "drained", "disabled"],
+                "description": "drained: draining and its last call has ended.",
+            },
+            "health_state": {"type": "string"},
+            "probe_state": {"type": "string", "enum": ["up", "suspect", "down"]},
+            "admin": {"type": ["string", "null"], "enum": ["draining", "disabled", None]},
+            "cause": {"type": "string", "description": "Why the state last changed."},
+            "since": {"type": "number", "description": "Last change, epoch seconds."},
+            "weight": {"type": "integer"},
+            "priority": {"type": "integer"},
+            "max_calls": {"type": ["integer", "null"]},
+            "active_calls": {"type": "integer"},
+            "calls_total": {"type": "integer", "description": "Calls answered with a 2xx."},
+            "cps": {"type": "number", "description": "Answered calls per second (5 s mean)."},
+            "latency_ms": _ref("Latency"),
+            "failures": {"type": "integer", "description": "Probe and traffic failures."},
+            "consecutive_failures": {"type": "integer"},
+            "removed": {
+                "type": "boolean",
+                "description": "Removed by a reload, still carrying calls (draining).",
+            },
+        },
+    },
+    "Set": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "algorithm": {"type": "string"},
+            "removed": {"type": "boolean"},
+            "active_calls": {"type": "integer"},
+            "cps": {"type": "number"},
+            "up": {"type": "integer", "description": "Destinations up or suspect."},
+            "destinations": {"type": "array", "items": _ref("Destination")},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "properties": {
+            "version": {"type": "string"},
+            "node_id": {"type": "string"},
+            "worker": {"type": "integer"},
+            "started_at": {"type": "number"},
+            "uptime_s": {"type": "number"},
+            "accepting": {"type": "boolean"},
+            "config": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string"},
+                    "sha256": {"type": "string"},
+                    "reloads": {"type": "object"},
+                    "last_reload_at": NULLABLE_NUMBER,
+                },
+            },
+            "listeners": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "transport": {"type": "string"},
+                        "address": {"type": "string"},
+                        "advertise": {"type": ["string", "null"]},
+                    },
+                },
+            },
+            "admin": {"type": "object"},
+            "totals": {"type": "object"},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "at": {"type": "number"},
+            "kind": {
+                "type": "string",
+                "enum": ["state", "failover", "reload", "weight", "expired"],
+            },
+            "message": {"type": "string"},
+            "uri": {"type": "string"},
+            "set": {"type": "string"},
+            "old": {"type": "string"},
+            "new": {"type": "string"},
+            "cause": {"type": "string"},
+        },
+    },
+    "History": {
+        "type": "object",
+        "description": "Answered calls per second, one sample a second.",
+        "properties": {
+            "times": {"type": "array", "items": {"type": "number"}},
+            "sets": {"type": "object", "additionalProperties": {"type": "array"}},
+            "destinations": {"type": "object", "additionalProperties": {"type": "array"}},
+        },
+    },
+    "ReloadOutcome": {
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "source": {"type": "string"},
+            "sha256": {"type": "string"},
+            "problems": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+            "added": {"type": "array", "items": {"type": "string"}},
+            "removed": {"type": "array", "items": {"type": "string"}},
+            "reweighted": {"type": "array", "items": {"type": "string"}},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+            "summary": {"type": "string"},
+        },
+    },
+}
+
+PATHS: JSON = {
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1 JSON."}},
+        }
+    },
+    "/api/status": {
+        "get": {
+            "summary": "Version, uptime, config file and hash, listeners, totals",
+            "operationId": "status",
+            "responses": {"200": _json(_ref("Status"), "Status."), **_errors(401)},
+        }
+    },
+    "/api/sets": {
+        "get": {
+            "summary": "Every set with its destinations",
+            "operationId": "sets",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"sets": {"type": "array", "items": _ref("Set")}},
+                    },
+                    "Sets.",
+                ),
+                **_errors(401),
+            },
+        }
+    },
+    "/api/sets/{set}": {
+        "get": {
+            "summary": "One set",
+            "operationId": "set",
+            "parameters": [SET_PARAM],
+            "responses": {"200": _json(_ref("Set"), "The set."), **_errors(401, 404)},
+        }
+    },
+    "/api/sets/{set}/destinations/{uri}": {
+        "get": {
+            "summary": "One destination of a set",
+            "operationId": "destination",
+            "parameters": DEST_PARAMS,
+            "responses": {
+                "200": _json(_ref("Destination"), "The destination."),
+                **_errors(401, 404),
+            },
+        }
+    },
+    "/api/sets/{set}/destinations/{uri}/drain": _action(
+        "drain", "No new calls; calls in progress and in-dialog requests go on until they end."
+    ),
+    "/api/sets/{set}/destinations/{uri}/enable": _action(
+        "enable", "Clear drain or disable: the probes decide again."
+    ),
+    "/api/sets/{set}/destinations/{uri}/disable": _action("disable", "No new calls."),
+    "/api/sets/{set}/destinations/{uri}/weight": {
+        "put": {
+            "summary": "Change a destination's weight in one set (until the next reload)",
+            "operationId": "setWeight",
+            "parameters": DEST_PARAMS,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "weight": {"type": "integer", "minimum": 1, "maximum": 1000000}
+                            },
+                            "required": ["weight"],
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("Destination"), "The destination after the change."),
+                **_errors(400, 401, 403, 404),
+            },
+        }
+    },
+    "/api/events": {
+        "get": {
+            "summary": "Recent events: state changes, failovers, reloads, weight changes",
+            "operationId": "events",
+            "parameters": [
+                {
+                    "name": "after",
+                    "in": "query",
+                    "description": "Only events with a larger id.",
+                    "schema": {"type": "integer", "default": 0},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "At most this many, the newest (max 500).",
+                    "schema": {"type": "integer", "default": 100},
+                },
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "last_id": {"type": "integer"},
+                            "events": {"type": "array", "items": _ref("Event")},
+                        },
+                    },
+                    "Events, oldest first.",
+                ),
+                **_errors(400, 401),
+            },
+        }
+    },
+    "/api/history": {
+        "get": {
+            "summary": "Calls per second over the last five minutes",
+            "operationId": "history",
+            "responses": {"200": _json(_ref("History"), "History."), **_errors(401)},
+        }
+    },
+    "/api/reload": {
+        "post": {
+            "summary": "Reload the config file (what SIGHUP does)",
+            "description": "Sets and route rules change atomically; calls and transactions in "
+            "progress keep their destinations; a removed destination drains. A config with "
+            "problems is refused with every problem listed, and the running one stays.",
+            "operationId": "reload",
+            "responses": {
+                "200": _json(_ref("ReloadOutcome"), "Reloaded."),
+                **_errors(401, 403, 409, 422),
+            },
+        }
+    },
+    "/api/stream": {
+        "get": {
+            "summary": "Live updates for the dashboard (Server-Sent Events)",
+            "description": "An `event: snapshot` (status, sets, events, history) when connected "
+            "and whenever the table's layout changes, then an `event: tick` every second. A "
+            "browser passes the token as `?token=`.",
+            "operationId": "stream",
+            "responses": {
+                "200": {"description": "text/event-stream", "content": {"text/event-stream": {}}},
+                **_errors(401),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text exposition format 0.0.4)",
+            "operationId": "metrics",
+            "responses": {
+                "200": {"description": "Metrics.", "content": {"text/plain": {}}},
+                **_errors(401),
+            },
+        }
+    },
+}
+
+OPENAPI: JSON = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "siplb admin API",
+        "version": __version__,
+        "description": "Status, destination sets and actions of a running siplb. Changes need "
+        "the bearer token of [admin] token or token_file; when one is configured, reads need "
+        "it too.",
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}
