@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from siplb import __version__
+from siplb.sip.scalars import METHODS as KNOWN_METHODS
 
 from .views import DISPLAY_STATES, display_state
 
@@ -27,25 +28,8 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-# Method labels are these; anything else a peer sends is counted as "other".
-METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "UPDATE",
-        "INFO",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "REFER",
-        "MESSAGE",
-        "PUBLISH",
-    }
-)
+# Method labels are the methods the parser knows; anything else a peer sends counts as "other".
+METHODS = frozenset(KNOWN_METHODS.values())
 MAX_REASONS = 50  # distinct parse-error reasons exposed; the rest are "other"
 _DETAIL = re.compile(r"\s*\(.*|\s+\S*\d\S*|\s+'.*'")
 
