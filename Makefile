@@ -4,9 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium
+APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables
 
-.PHONY: demo test lint typecheck pytest e2e system-deps venv bench-parse fuzz clean
+.PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean
 
 demo: $(STAMP)
 	$(BIN)/siplb demo
@@ -22,12 +22,17 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # SIPp and Kamailio are the real peers of the end-to-end tests, Chromium the browser the
-# dashboard tests drive through Playwright (Debian packages; Playwright downloads no browser).
+# dashboard tests drive through Playwright (Debian packages; Playwright downloads no browser);
+# openssl makes the TLS tests' certificates, iproute2 and iptables build the NAT test's
+# network namespaces.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || missing="$$missing kamailio"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -49,6 +54,10 @@ pytest: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e -v
+
+# siplb against Kamailio with SIPp on loopback (about 20 minutes; BENCH_ARGS="--quick" is shorter).
+bench: system-deps $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-parse: $(STAMP)
 	$(BIN)/python bench/parse.py

@@ -914,3 +914,78 @@ def test_any_document_gives_a_config_or_a_config_error(document: dict[str, Any])
         problems = exc.problems
         assert problems, "a ConfigError lists at least one problem"
     assert all(problem.message for problem in problems)
+
+
+# --- [registrar] and [tls] (the registrar front end behind NAT) -----------------------------------
+
+REGISTRAR_CASES = [
+    ("defaults", "", {}),
+    (
+        "all keys",
+        "[registrar]\npath = false\nrequire_supported = true\nrequire_path = false\n"
+        "contact_alias = false\nkeepalive_interval = 0\nkeepalive_misses = 5\n"
+        "max_bindings = 10\n",
+        {
+            "path": False,
+            "require_supported": True,
+            "require_path": False,
+            "contact_alias": False,
+            "keepalive_interval": 0.0,
+            "keepalive_misses": 5,
+            "max_bindings": 10,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"), [c[1:] for c in REGISTRAR_CASES], ids=[c[0] for c in REGISTRAR_CASES]
+)
+def test_registrar_section(text: str, fields: dict[str, Any]) -> None:
+    from siplb.settings import RegistrarSettings
+
+    config = parse_config(MINIMAL + text)
+    assert config.registrar == dataclasses.replace(RegistrarSettings(), **fields)
+
+
+REGISTRAR_PROBLEMS = [
+    ("negative interval", "[registrar]\nkeepalive_interval = -1\n", "registrar.keepalive_interval"),
+    ("zero misses", "[registrar]\nkeepalive_misses = 0\n", "registrar.keepalive_misses"),
+    ("unknown key", "[registrar]\nkeepalive = 5\n", "registrar.keepalive"),
+    ("string bool", '[registrar]\npath = "yes"\n', "registrar.path"),
+    ("tls half a pair", '[tls]\ncert = "c.pem"\n', "tls.key"),
+    ("tls unknown", "[tls]\nverify_peer = true\n", "tls.verify_peer"),
+    ("verify_client on udp", "", "listen[0].verify_client"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "path"), [c[1:] for c in REGISTRAR_PROBLEMS], ids=[c[0] for c in REGISTRAR_PROBLEMS]
+)
+def test_registrar_and_tls_problems(text: str, path: str, tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("x\n")
+    listen = LISTEN + ("verify_client = true\n" if "verify_client" in path else "")
+    found = problems_of(listen + SET + text, base_dir=tmp_path)
+    assert path in dict(found), found
+
+
+def test_tls_client_settings_and_client_verification(tmp_path: Path) -> None:
+    from siplb.settings import TlsClientSettings
+
+    for name in ("cert.pem", "key.pem", "ca.pem"):
+        (tmp_path / name).write_text("x\n")
+    text = (
+        TLS_LISTEN
+        + 'cert = "cert.pem"\nkey = "key.pem"\nca = "ca.pem"\nverify_client = true\n'
+        + SET
+        + '[tls]\nca = "ca.pem"\nverify = false\ncert = "cert.pem"\nkey = "key.pem"\n'
+    )
+    config = parse_config(text, base_dir=tmp_path)
+    assert config.listeners[0].verify_client
+    assert config.tls == TlsClientSettings(
+        tmp_path / "ca.pem", False, tmp_path / "cert.pem", tmp_path / "key.pem"
+    )
+    without_ca = TLS_LISTEN + 'cert = "cert.pem"\nkey = "key.pem"\nverify_client = true\n' + SET
+    assert_problems(
+        problems_of(without_ca, base_dir=tmp_path), [("listen[0].verify_client", "needs ca")]
+    )

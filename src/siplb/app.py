@@ -4,9 +4,12 @@ shuts it down (DESIGN.md section 2)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import signal
+import socket
+import struct
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,17 +20,23 @@ from siplb.admin.reloads import ReloadOutcome, diff_sets, restart_warnings
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
 from siplb.io.tcp import ConnectionPool
-from siplb.io.udp import UdpEndpoint, bind_udp
+from siplb.io.tls import client_context, server_context
+from siplb.io.udp import UdpEndpoint, bind_udp, local_address_for
 from siplb.proxy.actions import (
     CallsExpired,
     FailedOver,
     MessageDropped,
+    OverloadChanged,
+    PhoneReachable,
+    PhoneUnreachable,
+    RegistrarLacksPath,
     RequestRejected,
     Send,
     Target,
 )
 from siplb.proxy.core import Proxy
 from siplb.proxy.listeners import Listener
+from siplb.proxy.multihome import SourceRouting
 from siplb.sip import Limits, ParseError, Request, Response
 
 if TYPE_CHECKING:
@@ -92,9 +101,12 @@ class Balancer:
             idle_timeout=config.tcp.idle_timeout,
             connect_timeout=config.tcp.connect_timeout,
             max_connections=config.tcp.max_connections,
+            client_ssl=client_context(config.tls),
         )
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._udp_sockets: list[socket.socket] = []
+        self._backlog_timer: asyncio.TimerHandle | None = None
         self.started_at = self.loop.time()
 
     # ---- start and stop --------------------------------------------------------------------
@@ -111,10 +123,13 @@ class Balancer:
                     sock=sock,
                 )
                 self._udp[index] = transport
+                self._udp_sockets.append(sock)
             elif spec.transport == "tcp":
                 port = await self.pool.listen(spec.host, spec.port, index, "tcp")
             else:
-                raise NotImplementedError("TLS listeners are not supported yet")
+                assert spec.tls is not None  # the config requires cert and key for tls
+                context = server_context(spec.tls, verify_client=spec.verify_client)
+                port = await self.pool.listen(spec.host, spec.port, index, "tls", context)
             advertise = spec.advertise
             listener = Listener(
                 index,
@@ -138,8 +153,13 @@ class Balancer:
             now=self.loop.time(),
             limits=self.limits,
             worker=self.worker,
+            registrar=config.registrar,
         )
+        # multi-homed hosts: a request leaves from the address the kernel routes it from
+        lookup = functools.lru_cache(4096)(local_address_for)
+        self.proxy.routing = SourceRouting(self.listeners, lookup)
         self._flush()
+        self._watch_backlog()
         if self.with_admin:
             await self._start_admin()
 
@@ -176,6 +196,8 @@ class Balancer:
     def _close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._backlog_timer is not None:
+            self._backlog_timer.cancel()
         for transport in self._udp.values():
             transport.close()
         self.pool.close()
@@ -330,6 +352,17 @@ class Balancer:
         self.proxy.handle_timer(self.loop.time())
         self._flush()
 
+    def _watch_backlog(self) -> None:
+        """Tell the core how full the UDP receive buffers are, every BACKLOG_INTERVAL: the
+        core refuses new calls while it is behind (``siplb.proxy.overload``)."""
+        proxy = self.proxy
+        assert proxy is not None
+        fill = max((receive_backlog(sock) for sock in self._udp_sockets), default=0.0)
+        proxy.report_backlog(fill, self.loop.time())
+        if proxy.events:
+            self._flush()
+        self._backlog_timer = self.loop.call_later(BACKLOG_INTERVAL, self._watch_backlog)
+
     # ---- outputs ---------------------------------------------------------------------------
     def _flush(self) -> None:
         proxy = self.proxy
@@ -428,8 +461,43 @@ def _log_event(event: object) -> None:
         )
     elif isinstance(event, MessageDropped):
         log.debug("dropped from %s: %s", event.source, event.reason)
+    elif isinstance(event, PhoneUnreachable):
+        log.warning("phone %s at %s unreachable (%s)", event.aor, event.flow, event.cause)
+    elif isinstance(event, PhoneReachable):
+        log.info("phone %s at %s reachable again", event.aor, event.flow)
+    elif isinstance(event, RegistrarLacksPath):
+        log.error(
+            "registrar %s does not support Path (RFC 3327): %s; phones registered through it "
+            "cannot be reached",
+            event.registrar,
+            event.cause,
+        )
     elif isinstance(event, CallsExpired):
         log.info("%d calls expired from the call table", event.count)
+    elif isinstance(event, OverloadChanged):
+        if event.active:
+            log.warning(
+                "overloaded (receive buffer %.0f%% full): new calls get 503", 100 * event.backlog
+            )
+        else:
+            log.info("no longer overloaded: new calls admitted again")
+
+
+BACKLOG_INTERVAL = 0.05
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux 4.12+: struct sk_meminfo
+_MEMINFO = struct.Struct("=II")  # SK_MEMINFO_RMEM_ALLOC, SK_MEMINFO_RCVBUF come first
+
+
+def receive_backlog(sock: socket.socket) -> float:
+    """How full ``sock``'s receive buffer is (0-1); 0.0 where the system cannot tell."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 9 * 4)
+    except OSError:
+        return 0.0
+    if len(raw) < _MEMINFO.size:
+        return 0.0
+    queued, size = _MEMINFO.unpack_from(raw)
+    return min(1.0, queued / size) if size else 0.0
 
 
 def _is_ip(host: str) -> bool:

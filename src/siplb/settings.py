@@ -53,6 +53,7 @@ class ListenerSettings:
     advertise: HostPort | None = None  # sent-by for Via and Record-Route instead of host:port
     recv_buffer: int = 4 * MIB  # SO_RCVBUF, UDP only
     tls: TlsFiles | None = None  # set exactly when transport == "tls"
+    verify_client: bool = False  # TLS: require a client certificate signed by tls.ca
 
     @property
     def address(self) -> tuple[str, int]:
@@ -104,6 +105,31 @@ class ProxySettings:
     grace_period: float = 5.0  # SIGTERM drain time
     max_forwards: int = 70
     record_route: bool = True
+    max_call_rate: float = 0.0  # new calls (initial INVITEs) admitted per second; 0: no limit
+    overload_backlog: float = 0.25  # receive-buffer fill (0-1) from which new calls get 503; 0: off
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarSettings:
+    """``[registrar]``: the front end of a registrar set for phones behind NAT (RFC 3327, 5626)."""
+
+    path: bool = True  # add our Path (with the received flow when needed) to REGISTERs
+    require_supported: bool = False  # 421 to a phone whose REGISTER lacks Supported: path
+    require_path: bool = True  # Require: path towards the registrar (420 if it lacks Path)
+    contact_alias: bool = True  # ;alias= on Contacts of phones behind NAT (in-dialog way back)
+    keepalive_interval: float = 25.0  # between NAT keepalives to one phone; 0 turns them off
+    keepalive_misses: int = 3  # unanswered keepalives in a row before a phone is reported
+    max_bindings: int = 200_000  # phones kept for keepalives
+
+
+@dataclass(frozen=True, slots=True)
+class TlsClientSettings:
+    """``[tls]``: how we connect to TLS destinations (their certificates, our client one)."""
+
+    ca: Path | None = None  # CA file or folder for destinations' certificates (None: system's)
+    verify: bool = True  # check destinations' certificates (and their IP/host names)
+    cert: Path | None = None  # our client certificate, for destinations that ask for one
+    key: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +178,8 @@ class Config:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
+    tls: TlsClientSettings = field(default_factory=TlsClientSettings)
     source: str = "<string>"  # the file's path, or what the caller named the text
     digest: str = ""  # sha256 hex of the file's bytes
 

@@ -20,6 +20,8 @@ RESTART_SECTIONS = (
     ("proxy", "[proxy]"),
     ("tcp", "[tcp]"),
     ("limits", "[limits]"),
+    ("registrar", "[registrar]"),
+    ("tls", "[tls]"),
 )
 
 

@@ -23,8 +23,10 @@ from siplb.settings import (
     ListenerSettings,
     LogSettings,
     ProxySettings,
+    RegistrarSettings,
     RouteRule,
     TcpSettings,
+    TlsClientSettings,
     TlsFiles,
 )
 
@@ -40,9 +42,11 @@ from .schema import (
     LogModel,
     Model,
     ProxyModel,
+    RegistrarModel,
     RouteModel,
     SetModel,
     TcpModel,
+    TlsModel,
 )
 
 S = TypeVar("S")
@@ -81,6 +85,8 @@ class _Builder:
             limits=self._limits(doc.limits),
             log=self._section(LogModel, doc.log, "log", LogSettings),
             admin=self._admin(doc.admin),
+            registrar=self._section(RegistrarModel, doc.registrar, "registrar", RegistrarSettings),
+            tls=self._tls(doc.tls),
             source=source,
             digest=digest,
         )
@@ -130,13 +136,21 @@ class _Builder:
             key = self._file(model.key, (*loc, "key"))
             ca = self._file(model.ca, (*loc, "ca"), directory_ok=True)
             tls = TlsFiles(cert, key, ca) if cert and key else None
+            if model.verify_client and model.ca is None:
+                self.problems.add((*loc, "verify_client"), "needs ca (the clients' CA)")
         else:
-            for name in ("cert", "key", "ca"):
-                if getattr(model, name) is not None:
+            for name in ("cert", "key", "ca", "verify_client"):
+                if name in table:
                     self.problems.add((*loc, name), f"{name} applies to tls listeners only")
         host, port = model.address
         return ListenerSettings(
-            model.transport, host, port, model.advertise, model.recv_buffer, tls
+            model.transport,
+            host,
+            port,
+            model.advertise,
+            model.recv_buffer,
+            tls,
+            model.verify_client,
         )
 
     def _file(self, text: str | None, loc: Loc, *, directory_ok: bool = False) -> Path | None:
@@ -312,6 +326,19 @@ class _Builder:
         host, port = model.listen
         token_file = self._file(model.token_file, ("admin", "token_file"))
         return AdminSettings(host, port, model.token, token_file)
+
+    def _tls(self, table: dict[str, Any]) -> TlsClientSettings:
+        model, _ = self.problems.validate_partial(TlsModel, table, ("tls",))
+        if model is None:
+            return TlsClientSettings()
+        if (model.cert is None) != (model.key is None):
+            self.problems.add(("tls", "key" if model.key is None else "cert"), "set cert and key")
+        return TlsClientSettings(
+            ca=self._file(model.ca, ("tls", "ca"), directory_ok=True),
+            verify=model.verify,
+            cert=self._file(model.cert, ("tls", "cert")),
+            key=self._file(model.key, ("tls", "key")),
+        )
 
     def _section(
         self, model_type: type[Model], table: dict[str, Any], key: str, settings: Callable[..., S]

@@ -82,6 +82,7 @@ class ListenModel(Model):
     cert: str | None = None
     key: str | None = None
     ca: str | None = None
+    verify_client: bool = False
 
 
 class DestinationModel(Model):
@@ -130,12 +131,31 @@ class ProxyModel(Model):
     grace_period: float = Field(5.0, ge=0)
     max_forwards: int = Field(70, ge=1, le=255)
     record_route: bool = True
+    max_call_rate: float = Field(0.0, ge=0)
+    overload_backlog: float = Field(0.25, ge=0, le=1)
 
 
 class TcpModel(Model):
     idle_timeout: Seconds = 600.0
     connect_timeout: Seconds = 2.0
     max_connections: Count = 10000
+
+
+class RegistrarModel(Model):
+    path: bool = True
+    require_supported: bool = False
+    require_path: bool = True
+    contact_alias: bool = True
+    keepalive_interval: float = Field(25.0, ge=0)
+    keepalive_misses: Count = 3
+    max_bindings: Count = 200_000
+
+
+class TlsModel(Model):
+    ca: str | None = None
+    verify: bool = True
+    cert: str | None = None
+    key: str | None = None
 
 
 class LimitsModel(Model):
@@ -169,3 +189,5 @@ class DocumentModel(Model):
     limits: dict[str, Any] = {}
     log: dict[str, Any] = {}
     admin: dict[str, Any] = {}
+    registrar: dict[str, Any] = {}
+    tls: dict[str, Any] = {}

@@ -1,13 +1,16 @@
-"""TCP (and, later, TLS) connections: framing, reuse per peer, idle timeout (DESIGN.md 3).
+"""TCP and TLS connections: framing, reuse per peer, idle timeout (DESIGN.md 3).
 
 Every connection, accepted or opened by us, is remembered under its peer address, so responses
-and later requests to that peer reuse it. A framing error closes only that connection.
+and later requests to that peer reuse it. A framing error closes only that connection. A send to
+a phone's flow (``Target.flow``, RFC 5626) goes over its existing connection only: when that is
+gone the send fails, since a phone behind NAT cannot be connected to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -93,6 +96,7 @@ class ConnectionPool:
         idle_timeout: float,
         connect_timeout: float,
         max_connections: int,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.loop = loop
         self.limits = limits
@@ -102,15 +106,28 @@ class ConnectionPool:
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
+        self.client_ssl = client_ssl
+        self.flow_failures = 0
         self.by_peer: dict[Target, StreamConnection] = {}
         self.connecting: dict[Target, StreamConnection] = {}
         self.framing_errors = 0
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def listen(self, host: str, port: int, listener: int, transport: str) -> int:
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        listener: int,
+        transport: str,
+        context: ssl.SSLContext | None = None,
+    ) -> int:
         server = await self.loop.create_server(
-            lambda: StreamConnection(self, listener, transport), host, port, reuse_address=True
+            lambda: StreamConnection(self, listener, transport),
+            host,
+            port,
+            reuse_address=True,
+            ssl=context,
         )
         self._servers.append(server)
         if self._sweeper is None:
@@ -131,6 +148,11 @@ class ConnectionPool:
 
     def send(self, data: bytes, target: Target, listener: int) -> None:
         conn = self.by_peer.get(target) or self.connecting.get(target)
+        if (conn is None or conn.closed) and target.flow:
+            log.info("no connection to %s any more: the phone must register again", target)
+            self.flow_failures += 1
+            self.loop.call_soon(self.on_failure, target)
+            return
         if conn is None or conn.closed:
             conn = StreamConnection(self, listener, target.transport)
             conn.pending.append(data)
@@ -140,9 +162,18 @@ class ConnectionPool:
         conn.write(data)
 
     async def _connect(self, conn: StreamConnection, target: Target) -> None:
+        tls = target.transport == "tls"
+        if tls and self.client_ssl is None:
+            self.client_ssl = ssl.create_default_context()
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: conn, target.host, target.port),
+                self.loop.create_connection(
+                    lambda: conn,
+                    target.host,
+                    target.port,
+                    ssl=self.client_ssl if tls else None,
+                    server_hostname=target.host if tls else None,
+                ),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:

@@ -28,6 +28,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._on_error(exc)
 
 
+def local_address_for(host: str) -> str | None:
+    """The local address the kernel's routing table sends to ``host`` from (a UDP connect sends
+    nothing); None when there is no route. The shell caches it per host."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((host, 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return None
+
+
 def bind_udp(host: str, port: int, recv_buffer: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound, non-blocking UDP socket with SO_RCVBUF raised as far as the system allows."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

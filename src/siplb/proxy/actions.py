@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A next hop: transport and address (host may be a DNS name for the shell to resolve)."""
+    """A next hop: transport and address (host may be a DNS name for the shell to resolve).
+
+    ``flow`` marks a phone's own flow (RFC 5626): over TCP/TLS the shell sends on the phone's
+    existing connection and never opens one (a Target compares equal with or without it).
+    """
 
     transport: str  # "udp" | "tcp" | "tls"
     host: str
     port: int
+    flow: bool = field(default=False, compare=False)
 
     @property
     def reliable(self) -> bool:
@@ -69,4 +74,46 @@ class CallsExpired:
     count: int
 
 
-Event = MessageDropped | RequestRejected | FailedOver | CallsExpired
+@dataclass(frozen=True, slots=True)
+class PhoneUnreachable:
+    """A phone registered through us stopped answering keepalives (or lost its connection)."""
+
+    aor: str
+    flow: Target
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneReachable:
+    """A phone reported unreachable answered again."""
+
+    aor: str
+    flow: Target
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarLacksPath:
+    """A registrar refused or ignored our Path (RFC 3327): phones behind it are unreachable."""
+
+    registrar: str
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadChanged:
+    """The proxy started (``active``) or stopped refusing new calls because it is behind."""
+
+    active: bool
+    backlog: float  # the receive-buffer fill (0-1) that made the change
+
+
+Event = (
+    MessageDropped
+    | RequestRejected
+    | FailedOver
+    | CallsExpired
+    | PhoneUnreachable
+    | PhoneReachable
+    | RegistrarLacksPath
+    | OverloadChanged
+)

@@ -30,6 +30,10 @@ class BranchMaker:
     def probe(self) -> str:
         return f"{self.prefix}p{self._salt}{next(self._counter):x}"
 
+    def keepalive(self) -> str:
+        """A branch for a NAT keepalive OPTIONS to a registered phone."""
+        return f"{self.prefix}k{self._salt}{next(self._counter):x}"
+
     def stateless(self, seed: bytes) -> str:
         """A branch derived from the incoming request (16.11), the same for its retransmissions."""
         return f"{self.prefix}s{hashlib.blake2b(seed, digest_size=8).hexdigest()}"

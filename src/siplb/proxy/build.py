@@ -15,6 +15,8 @@ REASONS: Final[dict[int, bytes]] = {
     408: b"Request Timeout",
     416: b"Unsupported URI Scheme",
     420: b"Bad Extension",
+    421: b"Extension Required",
+    430: b"Flow Failed",
     481: b"Call/Transaction Does Not Exist",
     482: b"Loop Detected",
     483: b"Too Many Hops",

@@ -18,7 +18,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from siplb.dispatch import Dispatcher, HashKey, HealthSettings, SetSpec, StateChanged
-from siplb.settings import ProxySettings, RouteRule
+from siplb.settings import ProxySettings, RegistrarSettings, RouteRule
 from siplb.sip import (
     DEFAULT_LIMITS,
     Limits,
@@ -39,7 +39,11 @@ from .branch import BranchMaker
 from .build import make_response
 from .forwarding import Forwarding
 from .listeners import DEFAULT_PORTS, Listener, LocalNames
+from .multihome import SourceRouting
+from .nat import add_contact_alias, ruri_alias
+from .overload import OverloadGuard
 from .probe import Prober
+from .registrar import FrontEnd, behind_nat, path_next_hop
 from .rescue import reply_to_garbage
 from .timers import TimerHeap, Timers
 from .transaction import ClientTransaction, ClientUser, ServerTransaction
@@ -63,6 +67,7 @@ class Proxy:
         worker: int = 0,
         rng: random.Random | None = None,
         probing: bool = True,
+        registrar: RegistrarSettings | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("the proxy needs at least one listener")
@@ -86,10 +91,18 @@ class Proxy:
         self.servers: dict[tuple[str, ...], ServerTransaction] = {}
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.accepting = True
+        self.overload = OverloadGuard(
+            max_call_rate=settings.max_call_rate,
+            backlog_high=settings.overload_backlog,
+            excuse_window=settings.failover_timeout,
+            now=now,
+        )
         self._by_transport: dict[tuple[str, int], int] = {}
         for listener in reversed(self.listeners):
             self._by_transport[(listener.transport, listener.family)] = listener.index
         self.prober = Prober(self, health, now) if probing else None
+        self.front = FrontEnd(self, registrar) if registrar is not None else None
+        self.routing: SourceRouting | None = None  # multi-homed hosts: set by the shell
         self._housekeeping = _Housekeeping(self)
         self.heap.schedule(self._housekeeping, now + HOUSEKEEPING_INTERVAL)
 
@@ -130,8 +143,17 @@ class Proxy:
         """Sending to ``target`` failed (connection refused, reset, unreachable)."""
         for txn in [t for t in self.clients.values() if t.target == target]:
             txn.fail("transport error", now)
+        if self.front is not None and self.front.keepalive is not None:
+            self.front.keepalive.transport_error(target, now)
         if self.prober is not None:
             self.prober.transport_error(target, now)
+
+    def report_backlog(self, fill: float, now: float) -> None:
+        """The shell's receive buffers are ``fill`` full (0-1): past ``overload_backlog`` new
+        calls are refused with 503 until it drains (see ``overload.py``)."""
+        event = self.overload.report_backlog(fill, now)
+        if event is not None:
+            self.events.append(event)
 
     def get_timer(self) -> float | None:
         return self.heap.next_deadline()
@@ -204,6 +226,11 @@ class Proxy:
             self.respond(txn, exc.status_hint, now, cause=exc.reason)
             return
         if method == "INVITE":
+            if request.to_tag is None and self.accepting:
+                refused = self.overload.admit(now)
+                if refused is not None:  # before any other work, even 100 Trying
+                    self.respond(txn, 503, now, extra=self.retry_after(), cause=refused)
+                    return
             txn.respond(100, make_response(request, 100).to_bytes(), now)
         if max_forwards == 0:
             self.respond(txn, 483, now)
@@ -212,6 +239,12 @@ class Proxy:
             unsupported = b", ".join(request.values(b"proxy-require"))
             self.respond(txn, 420, now, extra=[(b"Unsupported", unsupported)])
             return
+        if method == "REGISTER" and self.front is not None:
+            refusal = self.front.check(request)
+            if refusal is not None:
+                extra = [(b"Require", b"path")] if refusal[0] == 421 else None
+                self.respond(txn, refusal[0], now, extra=extra, cause=refusal[1])
+                return
         if method == "CANCEL":
             self._cancel(request, txn, key, now)
             return
@@ -251,7 +284,7 @@ class Proxy:
             self.respond(txn, 404, now, cause="no route for an in-dialog request")
             return
         if not self.accepting:
-            self.respond(txn, 503, now, extra=[(b"Retry-After", b"5")], cause="shutting down")
+            self.respond(txn, 503, now, extra=self.retry_after(), cause="shutting down")
             return
         set_name = self._select_set(request, source)
         Forwarding(
@@ -282,14 +315,15 @@ class Proxy:
                 routes = routes[:-1]
                 out = _set_routes(out, routes)
                 ruri = out.parsed_uri()
-        popped = 0
+        ours: list[SipUri] = []
         for value in routes:
             uri = parse_name_addr(value).parsed_uri()
             named = self.names.listener_for(uri) if isinstance(uri, SipUri) else None
-            if named is None:
+            if named is None or not isinstance(uri, SipUri):
                 break
             hop_listener = named.index
-            popped += 1
+            ours.append(uri)
+        popped = len(ours)
         for _ in range(popped):
             out = out.without_top_value(b"route")
         routes = routes[popped:]
@@ -300,6 +334,10 @@ class Proxy:
         )
         out = _stamp_via(out, via, source)
         initial = request.to_tag is None
+        if self.front is not None:
+            out, hop = self._towards_phone(out, via, source, ours, ruri, initial, bool(routes))
+            if hop is not None:  # routed to a phone, never dispatched to a set
+                return out, hop, hop_listener, False
         if routes:
             return (
                 out,
@@ -313,6 +351,40 @@ class Proxy:
             )
             return out, self._uri_target(ruri, hop_transport), hop_listener, initial
         return out, None, hop_listener, initial
+
+    def _towards_phone(
+        self,
+        out: Request,
+        via: Via,
+        source: Target,
+        ours: list[SipUri],
+        ruri: object,
+        initial: bool,
+        routed: bool,
+    ) -> tuple[Request, Target | None]:
+        """Registrar front end hooks: a request along our Path (RFC 3327) or to an aliased
+        Request-URI goes to the phone's flow; a phone behind NAT gets its Contact aliased."""
+        assert self.front is not None
+        settings = self.front.settings
+        if settings.contact_alias and out.method != "REGISTER" and behind_nat(out, via, source):
+            out = add_contact_alias(out, source)
+        if routed:
+            return out, None
+        if settings.contact_alias and not initial:
+            aliased = ruri_alias(out)
+            if aliased is not None:
+                return aliased
+        hop = path_next_hop(ours, ruri)
+        if hop is not None and not self._is_destination(source.host):
+            # only a registrar or proxy of ours may send along our Path: anyone else could have
+            # us relay to any address they put in a Path URI
+            raise ParseError("request along our Path from a host that is no destination", 403)
+        return out, hop
+
+    def _is_destination(self, host: str) -> bool:
+        return any(
+            dest.host == host for spec in self._set_specs.values() for dest in spec.destinations
+        )
 
     def _dialog_activity(self, request: Request, now: float) -> None:
         """An in-dialog request: BYE ends the call (DESIGN.md section 3 step 7), others touch it."""
@@ -333,6 +405,10 @@ class Proxy:
             raise ParseError(f"unsupported transport {transport}", 503)
         host = uri.params.get("maddr") or uri.host
         return Target(transport, host, uri.port or DEFAULT_PORTS[transport])
+
+    def retry_after(self) -> list[tuple[bytes, bytes]]:
+        """The Retry-After header of our own 503s."""
+        return [(b"Retry-After", str(self.settings.retry_after).encode("ascii"))]
 
     def _is_for_us(self, request: Request) -> bool:
         try:
@@ -423,12 +499,18 @@ class Proxy:
         if branch is None or not self.branches.is_ours(branch):
             self._drop("response whose top Via is not ours", source)
             return
+        front = self.front
+        if front is not None and front.keepalive is not None and front.keepalive.owns(branch):
+            front.keepalive.answered(branch, now)
+            return
         if self.branches.is_probe(branch):
             if self.prober is not None:
                 self.prober.receive(branch, response.status, now)
             return
         txn = self.clients.get((branch, method))
         if txn is not None:
+            if front is not None and txn.target.flow and front.settings.contact_alias:
+                response = add_contact_alias(response, source)  # a phone behind NAT answered
             txn.receive_response(response, now)
         elif method == "INVITE" and 200 <= response.status < 300:
             self._forward_stateless_response(response, source)  # 2xx after the transaction
@@ -482,6 +564,10 @@ class Proxy:
     def listener_for(self, target: Target, prefer: int | None) -> int:
         """The listener to send to ``target`` from: ``prefer`` if it fits, else one that does."""
         family = 6 if ":" in target.host else 4
+        if self.routing is not None and not target.flow:  # a phone's flow keeps its listener
+            routed = self.routing.listener_for(target)
+            if routed is not None:
+                return routed
         if prefer is not None:
             chosen = self.listeners[prefer]
             if chosen.transport == target.transport and chosen.family == family:
@@ -527,7 +613,11 @@ class Proxy:
         if self.servers.get(txn.key) is txn:
             del self.servers[txn.key]
 
-    def passive_failure(self, uri: str, cause: str, now: float) -> None:
+    def passive_failure(self, uri: str, cause: str, now: float, *, timeout: bool = False) -> None:
+        """Live traffic failed on ``uri``; a timeout while we are behind is our fault, not its."""
+        if timeout and self.overload.excuses_timeouts(now):
+            self.stats["timeouts_excused"] += 1
+            return
         self._health_event(self.dispatcher.health.passive_failure(uri, now, cause))
 
     def passive_success(self, uri: str, now: float) -> None:

@@ -106,6 +106,8 @@ class Forwarding:
             and (request.to_tag is None)
         ):
             request = proxy.add_record_route(request, self.incoming, listener)
+        if request.method == "REGISTER" and self.set_name is not None and proxy.front is not None:
+            request = proxy.front.outgoing(self.server, request, self.incoming, listener)
         branch = proxy.branches.new()
         via = proxy.listeners[listener].via_prefix + b";branch=" + branch.encode("ascii")
         request = request.with_header_first(b"Via", via)
@@ -126,6 +128,15 @@ class Forwarding:
 
     # ---- what the client transaction reports ----------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
+        front = self.proxy.front
+        if (
+            front is not None
+            and response.status >= 200
+            and self.base.method == "REGISTER"
+            and txn is self.current
+            and not self.done
+        ):  # the registrar's final answer (RFC 3327 5.3): bindings, Path support
+            response = front.final(self.server, response, self.uri, now)
         status = response.status
         if status < 200:
             if self.cancelled and txn is self.current:
@@ -162,7 +173,9 @@ class Forwarding:
             self._respond_local(408, now)
             return
         if self.uri is not None:
-            proxy.passive_failure(self.uri, f"{cause} on {self.base.method}", now)
+            proxy.passive_failure(
+                self.uri, f"{cause} on {self.base.method}", now, timeout=cause == "timeout"
+            )
         if self.cancelled:
             self._respond_local(487, now)
         elif self._can_fail_over():
@@ -171,6 +184,8 @@ class Forwarding:
             self._finish(now)
         elif self.set_name is not None:  # no destination answered at all: try again later
             self._respond_local(503, now, extra=self._retry_after(), reason=cause)
+        elif txn.target.flow and cause == "transport error":
+            self._respond_local(430, now, reason="the phone's flow is gone")  # RFC 5626 5.3
         else:
             self._respond_local(408, now)
 
@@ -192,7 +207,7 @@ class Forwarding:
         self._respond_local(503, now, extra=extra, reason=reason)
 
     def _retry_after(self) -> list[tuple[bytes, bytes]]:
-        return [(b"Retry-After", str(self.proxy.settings.retry_after).encode())]
+        return self.proxy.retry_after()
 
     # ---- answering upstream --------------------------------------------------------------------
     def _finish(self, now: float) -> None:

@@ -47,10 +47,14 @@ class Prober:
 
     def on_timer(self, now: float) -> None:
         timeout = self.settings.timeout
+        excused = self.proxy.overload.excuses_timeouts(now)
         for branch, (uri, sent, _target) in list(self.pending.items()):
             if sent + timeout <= now:
                 del self.pending[branch]
-                self._result(uri, False, "probe timeout", now)
+                if excused:  # the answer may be waiting in our own receive queue
+                    self.proxy.stats["probes_excused"] += 1
+                else:
+                    self._result(uri, False, "probe timeout", now)
         for spec in self.proxy.dispatcher.probe_targets():
             due = self.next_at.get(spec.uri)
             if due is not None and due <= now:

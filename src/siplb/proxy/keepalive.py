@@ -1,0 +1,173 @@
+"""NAT keepalives for the phones registered through us: a timer wheel, not a timer per phone.
+
+Every binding learned from a 2xx to a REGISTER (its flow, contact, expiry) sits in one of
+``SLOTS`` buckets chosen by a hash of its flow. One entry in the core's timer heap walks the
+wheel: every ``interval / SLOTS`` seconds it visits the next bucket, so each phone is pinged
+once per ``interval`` and 100k phones mean about 100k / SLOTS pings per tick, evenly spread.
+
+UDP phones get an OPTIONS (an answer of any status proves the binding is open); stream phones a
+CRLF CRLF ping (RFC 5626 3.5.1) on their own connection, whose loss the shell reports. A phone
+that leaves ``misses`` pings in a row unanswered, or whose connection is gone, is reported once
+(``PhoneUnreachable``); an answer afterwards reports it back (``PhoneReachable``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .actions import PhoneReachable, PhoneUnreachable, Send, Target
+
+if TYPE_CHECKING:
+    from .core import Proxy
+
+SLOTS = 64
+CRLF_PING = b"\r\n\r\n"
+
+
+@dataclass(slots=True)
+class Binding:
+    flow: Target
+    listener: int
+    aor: bytes
+    contact: bytes
+    expires_at: float
+    slot: int
+    pending: str | None = None  # branch of the unanswered OPTIONS
+    misses: int = 0
+    reported: bool = False
+
+
+class Keepalive:
+    """The registered phones' NAT bindings and the wheel that keeps them open."""
+
+    def __init__(self, proxy: Proxy, *, interval: float, misses: int, max_bindings: int) -> None:
+        self.proxy = proxy
+        self.interval = interval
+        self.misses = misses
+        self.max_bindings = max_bindings
+        self.tick = interval / SLOTS
+        self.bindings: dict[Target, Binding] = {}
+        self.wheel: list[set[Target]] = [set() for _ in range(SLOTS)]
+        self.by_branch: dict[str, Target] = {}
+        self.by_contact: dict[tuple[bytes, bytes], Target] = {}  # (aor, contact) -> its flow
+        self.position = 0
+        self.deadline: float | None = None
+        self._seq = 0
+
+    # ---- what the registrar front end learns ---------------------------------------------------
+    def learned(
+        self, flow: Target, listener: int, aor: bytes, contact: bytes, expires: int, now: float
+    ) -> None:
+        """A 2xx to a REGISTER: the binding for ``flow`` (``expires`` 0 removes it)."""
+        if expires <= 0:
+            self.forget(flow)
+            return
+        previous = self.by_contact.get((aor, contact))
+        if previous is not None and previous != flow:
+            self.forget(previous)  # the phone registered again from a new NAT binding
+        binding = self.bindings.get(flow)
+        if binding is None:
+            if len(self.bindings) >= self.max_bindings:
+                self.proxy.stats["keepalive_bindings_refused"] += 1
+                return
+            slot = zlib.crc32(str(flow).encode()) % SLOTS
+            binding = Binding(flow, listener, aor, contact, now + expires, slot)
+            self.bindings[flow] = binding
+            self.wheel[slot].add(flow)
+        else:
+            self.by_contact.pop((binding.aor, binding.contact), None)
+            binding.listener, binding.aor, binding.contact = listener, aor, contact
+            binding.expires_at = now + expires
+        self.by_contact[(aor, contact)] = flow
+        if self.deadline is None:
+            self.proxy.heap.schedule(self, now + self.tick)
+
+    def forget(self, flow: Target) -> None:
+        binding = self.bindings.pop(flow, None)
+        if binding is not None:
+            self.wheel[binding.slot].discard(flow)
+            if self.by_contact.get((binding.aor, binding.contact)) == flow:
+                del self.by_contact[(binding.aor, binding.contact)]
+            if binding.pending is not None:
+                self.by_branch.pop(binding.pending, None)
+
+    # ---- inputs from the core --------------------------------------------------------------------
+    def on_timer(self, now: float) -> None:
+        bucket = self.wheel[self.position]
+        self.position = (self.position + 1) % SLOTS
+        for flow in list(bucket):
+            self._visit(self.bindings[flow], now)
+        self.proxy.heap.schedule(self, now + self.tick if self.bindings else None)
+
+    def owns(self, branch: str) -> bool:
+        return branch in self.by_branch
+
+    def answered(self, branch: str, now: float) -> None:
+        flow = self.by_branch.pop(branch, None)
+        binding = self.bindings.get(flow) if flow is not None else None
+        if binding is None or binding.pending != branch:
+            return
+        binding.pending = None
+        binding.misses = 0
+        self.proxy.stats["keepalives_answered"] += 1
+        if binding.reported:
+            binding.reported = False
+            self.proxy.events.append(PhoneReachable(_text(binding.aor), binding.flow))
+
+    def transport_error(self, target: Target, now: float) -> None:
+        binding = self.bindings.get(target)
+        if binding is not None:
+            binding.misses = self.misses
+            self._report(binding, "connection lost")
+            self.forget(target)  # a stream phone's flow is gone: it must register again
+
+    # ---- the wheel -------------------------------------------------------------------------------
+    def _visit(self, binding: Binding, now: float) -> None:
+        if binding.expires_at <= now:
+            self.proxy.stats["keepalive_bindings_expired"] += 1
+            self.forget(binding.flow)
+            return
+        if binding.pending is not None:
+            self.by_branch.pop(binding.pending, None)
+            binding.pending = None
+            binding.misses += 1
+            if binding.misses >= self.misses:
+                self._report(binding, f"{binding.misses} keepalives unanswered")
+        self._ping(binding)
+
+    def _report(self, binding: Binding, cause: str) -> None:
+        if not binding.reported:
+            binding.reported = True
+            self.proxy.stats["phones_unreachable"] += 1
+            self.proxy.events.append(PhoneUnreachable(_text(binding.aor), binding.flow, cause))
+
+    def _ping(self, binding: Binding) -> None:
+        proxy = self.proxy
+        proxy.stats["keepalives_sent"] += 1
+        if binding.flow.reliable:
+            proxy.out.append(Send(CRLF_PING, binding.flow, binding.listener))
+            return
+        listener = proxy.listeners[binding.listener]
+        branch = proxy.branches.keepalive()
+        self._seq += 1
+        contact = binding.contact.decode("latin-1")
+        data = (
+            f"OPTIONS {contact} SIP/2.0\r\n"
+            f"Via: {listener.via_prefix.decode()};branch={branch}\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:keepalive@{listener.sent_by.decode()}>;tag={proxy.branches.owner}\r\n"
+            f"To: <{_text(binding.aor)}>\r\n"
+            f"Call-ID: {branch}\r\n"
+            f"CSeq: {self._seq} OPTIONS\r\n"
+            f"User-Agent: siplb\r\n"
+            f"Content-Length: 0\r\n\r\n"
+        ).encode("latin-1")
+        binding.pending = branch
+        self.by_branch[branch] = binding.flow
+        proxy.out.append(Send(data, binding.flow, binding.listener))
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("latin-1")

@@ -1,0 +1,327 @@
+"""The registrar front end: Path (RFC 3327) with the phone's received address, and the way back.
+
+A REGISTER that siplb forwards to a registrar set gets our Path entry (two when it changes
+listener, like Record-Route). When the phone is behind NAT (its source address differs from its
+Via sent-by, or a Contact names a private address) or came over a stream transport, the entry
+on top carries ``received=sip:IP:PORT;transport=T`` (escaped), as Kamailio's
+``add_path_received`` does: the registrar stores it with the binding and needs no NAT knowledge.
+
+A request whose Route names one of our Path entries (the ``path`` flag tells them from
+Record-Route entries) is on its way to a registered phone: it goes to the received address over
+the same transport (for TCP and TLS over the phone's own connection, RFC 5626 flow reuse: a
+``Target`` with ``flow=True`` the shell never opens a connection for), else by its Request-URI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import ip_address, ip_network
+from typing import TYPE_CHECKING
+
+from siplb.settings import RegistrarSettings
+from siplb.sip import (
+    NameAddr,
+    ParseError,
+    Request,
+    Response,
+    SipUri,
+    Via,
+    parse_name_addr,
+    parse_sip_uri,
+)
+
+from .actions import RegistrarLacksPath, Target
+from .keepalive import Keepalive
+from .listeners import DEFAULT_PORTS, Listener
+
+if TYPE_CHECKING:
+    from .core import Proxy
+    from .transaction import ServerTransaction
+
+PATH_FLAG = "path"  # marks our Path URIs (a Record-Route entry has no such parameter)
+RECEIVED = "received"
+MAX_EXPIRES = 2**32 - 1
+# RFC 1918, RFC 6598 shared address space, link-local, RFC 4193 unique local, IPv6 link-local
+PRIVATE_NETWORKS = tuple(
+    ip_network(net)
+    for net in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
+def check_register(request: Request) -> None:
+    """RFC 3261 10.3 / 20.10, RFC 3327 4: every Contact and Path value must parse; else 400."""
+    for value in request.values(b"contact"):
+        if value.strip() == b"*":
+            if request.count(b"contact") != 1 or len(request.values(b"contact")) != 1:
+                raise ParseError("Contact '*' must be alone (RFC 3261 10.2.2)")
+            continue
+        contact = _name_addr(value, "Contact")
+        expires = contact.params.get("expires")
+        if expires is not None and (not expires.isdigit() or int(expires) > MAX_EXPIRES):
+            raise ParseError(f"malformed Contact expires {expires!r}")
+    for value in request.values(b"path"):
+        if not isinstance(_name_addr(value, "Path").parsed_uri(), SipUri):
+            raise ParseError("Path URI is not a SIP URI")
+
+
+def _name_addr(value: bytes, what: str) -> NameAddr:
+    try:
+        addr = parse_name_addr(value)
+        addr.parsed_uri()
+    except ParseError as exc:
+        raise ParseError(f"malformed {what}: {exc.reason}") from None
+    return addr
+
+
+def is_private(host: str) -> bool:
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return any(address in net for net in PRIVATE_NETWORKS if net.version == address.version)
+
+
+def behind_nat(request: Request, via: Via, source: Target) -> bool:
+    """Kamailio's ``nat_uac_test``: the source differs from the Via sent-by (flags 2 and 16), or a
+    Contact names a private address (flag 1)."""
+    if via.host != source.host or (via.port or DEFAULT_PORTS[source.transport]) != source.port:
+        return True
+    for contact in request.values(b"contact"):
+        try:
+            uri = parse_name_addr(contact).parsed_uri()
+        except ParseError:
+            continue
+        if isinstance(uri, SipUri) and is_private(uri.host) and not is_private(source.host):
+            return True
+    return False
+
+
+def received_uri(source: Target) -> str:
+    """``sip:IP:PORT`` plus ``;transport=`` for streams: the phone's flow as a SIP URI."""
+    host = f"[{source.host}]" if ":" in source.host else source.host
+    uri = f"sip:{host}:{source.port}"
+    return uri if source.transport == "udp" else f"{uri};transport={source.transport}"
+
+
+def path_entry(listener: Listener, received: Target | None) -> bytes:
+    """One of our Path values on ``listener``; with ``received`` (escaped as a URI parameter)."""
+    params: dict[str, str | None] = {}
+    if listener.transport != "udp":
+        params["transport"] = listener.transport
+    params["lr"] = None
+    params[PATH_FLAG] = None
+    if received is not None:
+        params[RECEIVED] = received_uri(received)
+    host = listener.public_host
+    uri = SipUri("sip", host.lower(), listener.public_port, params=params)
+    return b"<" + uri.to_bytes() + b">"
+
+
+def add_path(
+    request: Request,
+    incoming: Listener,
+    outgoing: Listener,
+    source: Target,
+    *,
+    nat: bool,
+) -> Request:
+    """RFC 3327 5.1: our Path entries on top (two when the REGISTER changed listener), the first
+    with the phone's flow when it is behind NAT or came over a stream (its connection is the only
+    way back). The first: Kamailio's ``path_use_received`` reads the first Path URI."""
+    received = source if nat or source.reliable else None
+    if incoming.index != outgoing.index:
+        request = request.with_header_first(b"Path", path_entry(incoming, None))
+    return request.with_header_first(b"Path", path_entry(outgoing, received))
+
+
+def is_path_uri(uri: SipUri) -> bool:
+    return PATH_FLAG in uri.params
+
+
+def flow_of(uri: SipUri) -> Target | None:
+    """The phone's flow a Path URI of ours carries in ``received``; ``ParseError`` when garbled."""
+    raw = uri.params.get(RECEIVED)
+    if not raw:
+        return None
+    try:
+        received = parse_sip_uri(raw.encode("latin-1"))
+    except (ParseError, UnicodeEncodeError):
+        raise ParseError("malformed received in our Path entry") from None
+    transport = received.transport
+    if transport not in DEFAULT_PORTS:
+        raise ParseError(f"unsupported transport {transport} in our Path entry")
+    port = received.port or DEFAULT_PORTS[transport]
+    return Target(transport, received.host, port, flow=True)
+
+
+def path_next_hop(popped: Sequence[SipUri], ruri: object) -> Target | None:
+    """Where a request goes that followed our Path: the received flow one of our Path entries
+    carries, else its Request-URI; ``None`` if no entry we popped was a Path entry."""
+    paths = [uri for uri in popped if is_path_uri(uri)]
+    if not paths:
+        return None
+    for uri in paths:
+        flow = flow_of(uri)
+        if flow is not None:
+            return flow
+    if not isinstance(ruri, SipUri):
+        raise ParseError("Request-URI of a request to a registered phone is not SIP", 416)
+    transport = ruri.transport if ruri.transport in DEFAULT_PORTS else "udp"
+    host = ruri.params.get("maddr") or ruri.host
+    return Target(transport, host, ruri.port or DEFAULT_PORTS[transport])
+
+
+def lacks_path_support(status: int, unsupported: Sequence[bytes]) -> bool:
+    """A 420 naming ``path`` in Unsupported: the registrar does not do RFC 3327."""
+    return status == 420 and any(
+        token.strip().lower() == b"path" for value in unsupported for token in value.split(b",")
+    )
+
+
+def supports_path(request: Request) -> bool:
+    """The UA listed ``path`` in Supported (RFC 3327 5.1)."""
+    return any(
+        token.strip().lower() == b"path"
+        for value in request.values(b"supported")
+        for token in value.split(b",")
+    )
+
+
+DEFAULT_EXPIRES = 3600  # RFC 3261 10.2.1.1: a registrar's usual default
+
+
+class FrontEnd:
+    """The registrar front end of one proxy core: checks and Path on the way to the registrar,
+    bindings (for keepalives) and Path support learnt from its answers."""
+
+    def __init__(self, proxy: Proxy, settings: RegistrarSettings) -> None:
+        self.proxy = proxy
+        self.settings = settings
+        self.keepalive = (
+            Keepalive(
+                proxy,
+                interval=settings.keepalive_interval,
+                misses=settings.keepalive_misses,
+                max_bindings=settings.max_bindings,
+            )
+            if settings.keepalive_interval > 0
+            else None
+        )
+
+    def check(self, request: Request) -> tuple[int, str] | None:
+        """A REGISTER we must refuse: (status, cause), or None. Malformed Contact/Path: 400."""
+        try:
+            check_register(request)
+        except ParseError as exc:
+            return 400, exc.reason
+        if self.settings.path and self.settings.require_supported and not supports_path(request):
+            # RFC 3327 5.1: the proxy requires Path support and the UA did not indicate it
+            return 421, "the phone does not support Path"
+        return None
+
+    def outgoing(
+        self, server: ServerTransaction, request: Request, incoming: int, out: int
+    ) -> Request:
+        """A REGISTER leaving for a registrar: our Path entries, and Require: path."""
+        if not self.settings.path:
+            return request
+        listeners = self.proxy.listeners
+        try:
+            nat = behind_nat(server.request, server.request.top_via(), server.source)
+        except ParseError:  # pragma: no cover - the Via was checked on arrival
+            nat = True
+        request = add_path(request, listeners[incoming], listeners[out], server.source, nat=nat)
+        if self.settings.require_path:  # RFC 3327 5.1: a registrar without Path answers 420
+            request = request.with_header_first(b"Require", b"path")
+        return request
+
+    def final(
+        self, server: ServerTransaction, response: Response, registrar: str | None, now: float
+    ) -> Response:
+        """A final response to a REGISTER we forwarded: learn the binding, notice a registrar
+        that does not do Path; returns the response to send upstream."""
+        status = response.status
+        if lacks_path_support(status, response.values(b"unsupported")):
+            return self._refused_path(response, registrar or "?", "420 Unsupported: path")
+        if not 200 <= status < 300:
+            return response
+        request = server.request
+        if self.settings.path and supports_path(request) and not _names_path(response):
+            # RFC 3327 5.3: a registrar that stored our Path echoes it to a UA that supports it
+            self._lacks_path(registrar or "?", "2xx to REGISTER without our Path")
+        if self.keepalive is not None:
+            self._learn(server, response, now)
+        return response
+
+    def _refused_path(self, response: Response, registrar: str, cause: str) -> Response:
+        self._lacks_path(registrar, cause)
+        headers = [
+            (name, value) for name, value in response.headers if name.lower() != b"unsupported"
+        ]
+        headers.append((b"Warning", b'399 siplb "registrar does not support Path (RFC 3327)"'))
+        return Response.build(500, b"Registrar Does Not Support Path", headers, response.body)
+
+    def _lacks_path(self, registrar: str, cause: str) -> None:
+        self.proxy.stats["registrar_without_path"] += 1
+        self.proxy.events.append(RegistrarLacksPath(registrar, cause))
+
+    def _learn(self, server: ServerTransaction, response: Response, now: float) -> None:
+        keepalive = self.keepalive
+        assert keepalive is not None
+        request = server.request
+        flow = Target(server.source.transport, server.source.host, server.source.port, flow=True)
+        contacts = request.values(b"contact")
+        if not contacts:
+            return  # a query for the bindings
+        if contacts[0].strip() == b"*":
+            keepalive.forget(flow)
+            return
+        to = request.name_addr(b"to")
+        aor = to.uri if to is not None else b""
+        bound = {_uri_key(addr.uri): addr for addr in _addrs(response.values(b"contact"))}
+        default = response.expires if response.expires is not None else request.expires
+        for mine in _addrs(contacts):
+            theirs = bound.get(_uri_key(mine.uri))
+            if theirs is None:
+                expires = 0  # the registrar removed it (or never stored it)
+            else:
+                expires = _expires(theirs) or _expires(mine) or default or DEFAULT_EXPIRES
+                if _expires(theirs) == 0:
+                    expires = 0
+            keepalive.learned(flow, server.listener, aor, mine.uri, expires, now)
+            return  # one flow, one binding to keep open
+
+
+def _names_path(response: Response) -> bool:
+    for addr in _addrs(response.values(b"path")):
+        uri = addr.parsed_uri()
+        if isinstance(uri, SipUri) and is_path_uri(uri):
+            return True
+    return False
+
+
+def _addrs(values: Sequence[bytes]) -> list[NameAddr]:
+    out = []
+    for value in values:
+        try:
+            out.append(parse_name_addr(value))
+        except ParseError:
+            continue
+    return out
+
+
+def _uri_key(uri: bytes) -> bytes:
+    return uri.strip().lower()
+
+
+def _expires(addr: NameAddr) -> int | None:
+    value = addr.params.get("expires")
+    return int(value) if value is not None and value.isdigit() else None
