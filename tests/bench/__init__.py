@@ -1,0 +1,1 @@
+"""The benchmark's own test: a smoke run of ``bench/run.py`` (it measures nothing)."""
