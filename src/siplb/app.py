@@ -11,9 +11,10 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from siplb.admin.journal import Recorder
 from siplb.admin.reloads import ReloadOutcome, diff_sets, restart_warnings
@@ -37,6 +38,7 @@ from siplb.proxy.actions import (
 from siplb.proxy.core import Proxy
 from siplb.proxy.listeners import Listener
 from siplb.proxy.multihome import SourceRouting
+from siplb.settings import ListenerSettings
 from siplb.sip import Limits, ParseError, Request, Response
 
 if TYPE_CHECKING:
@@ -108,28 +110,13 @@ class Balancer:
         self._udp_sockets: list[socket.socket] = []
         self._backlog_timer: asyncio.TimerHandle | None = None
         self.started_at = self.loop.time()
+        self.probing = True  # OPTIONS probes (one worker of several probes for all)
 
     # ---- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
         config = self.config
         for index, spec in enumerate(config.listeners):
-            if spec.transport == "udp":
-                sock = bind_udp(spec.host, spec.port, spec.recv_buffer)
-                port = sock.getsockname()[1]
-                transport, _ = await self.loop.create_datagram_endpoint(
-                    lambda i=index: UdpEndpoint(  # type: ignore[misc]
-                        lambda data, addr: self._on_datagram(i, data, addr), self._on_udp_error
-                    ),
-                    sock=sock,
-                )
-                self._udp[index] = transport
-                self._udp_sockets.append(sock)
-            elif spec.transport == "tcp":
-                port = await self.pool.listen(spec.host, spec.port, index, "tcp")
-            else:
-                assert spec.tls is not None  # the config requires cert and key for tls
-                context = server_context(spec.tls, verify_client=spec.verify_client)
-                port = await self.pool.listen(spec.host, spec.port, index, "tls", context)
+            port = await self._open_listener(index, spec)
             advertise = spec.advertise
             listener = Listener(
                 index,
@@ -153,6 +140,7 @@ class Balancer:
             now=self.loop.time(),
             limits=self.limits,
             worker=self.worker,
+            probing=self.probing,
             registrar=config.registrar,
         )
         # multi-homed hosts: a request leaves from the address the kernel routes it from
@@ -162,6 +150,30 @@ class Balancer:
         self._watch_backlog()
         if self.with_admin:
             await self._start_admin()
+
+    async def _open_listener(self, index: int, spec: ListenerSettings) -> int:
+        """Bind listener ``index``; returns its port (the system's choice when 0 was asked)."""
+        if spec.transport == "udp":
+            sock = self._udp_socket(index, spec)
+            transport, _ = await self.loop.create_datagram_endpoint(
+                functools.partial(UdpEndpoint, self._udp_receiver(index), self._on_udp_error),
+                sock=sock,
+            )
+            self._udp[index] = transport
+            self._udp_sockets.append(sock)
+            return int(sock.getsockname()[1])
+        if spec.transport == "tcp":
+            return await self.pool.listen(spec.host, spec.port, index, "tcp")
+        assert spec.tls is not None  # the config requires cert and key for tls
+        context = server_context(spec.tls, verify_client=spec.verify_client)
+        return await self.pool.listen(spec.host, spec.port, index, "tls", context)
+
+    def _udp_socket(self, index: int, spec: ListenerSettings) -> socket.socket:
+        return bind_udp(spec.host, spec.port, spec.recv_buffer)
+
+    def _udp_receiver(self, index: int) -> Callable[[bytes, tuple[str, int]], None]:
+        """What a datagram on UDP listener ``index`` is handed to."""
+        return functools.partial(self._on_datagram, index)
 
     async def _start_admin(self) -> None:
         from siplb.admin.server import AdminServer
@@ -315,6 +327,10 @@ class Balancer:
         if self.admin is not None:
             self.admin.config_changed()
 
+    def worker_counters(self) -> list[dict[str, Any]]:
+        """Each worker process's counters (``workers = N``); empty for a single process."""
+        return []
+
     def wall(self, loop_time: float) -> float:
         """A time of the loop's clock as seconds since the epoch."""
         return loop_time + self.wall_offset
@@ -393,16 +409,15 @@ class Balancer:
             self.loop.create_task(self._resolve_and_send(send))
             return
         if target.transport == "udp":
-            index = (
-                send.listener
-                if send.listener in self._udp
-                else self._udp_by_family.get(6 if ":" in target.host else 4)
-            )
-            if index is None:
-                log.warning("no UDP listener to reach %s", target)
-                return
+            udp = self._udp.get(send.listener)
+            if udp is None:
+                index = self._udp_by_family.get(6 if ":" in target.host else 4)
+                if index is None:
+                    log.warning("no UDP listener to reach %s", target)
+                    return
+                udp = self._udp[index]
             try:
-                self._udp[index].sendto(send.data, target.address)
+                udp.sendto(send.data, (target.host, target.port))
             except OSError as exc:
                 log.debug("send to %s failed: %s", target, exc)
                 self._on_transport_failure(target)
@@ -500,7 +515,9 @@ def receive_backlog(sock: socket.socket) -> float:
     return min(1.0, queued / size) if size else 0.0
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
+    """An IP address, not a name to resolve (decided once per host: every datagram asks)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -16,7 +16,7 @@ from siplb import __version__
 from siplb.config import ConfigError, load_config
 
 
-def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop when it is installed (DESIGN.md section 4), else on asyncio's loop."""
     try:
         import uvloop
@@ -47,7 +47,11 @@ def run(config_path: Path, log_format: str | None, log_level: str | None) -> Non
         sys.exit(2)
     setup_logging(log_level or config.log.level, log_format or config.log.format)
     try:
-        sys.exit(_run_loop(serve(config_path)))
+        if config.proxy.workers > 1:
+            from siplb.supervisor import supervise
+
+            sys.exit(supervise(config_path, config))
+        sys.exit(run_loop(serve(config_path)))
     except OSError as exc:
         click.echo(f"siplb: {exc}", err=True)
         sys.exit(1)
@@ -78,7 +82,7 @@ def demo(duration: float | None, cps: float, port: int, no_table: bool) -> None:
     """Balancer plus three built-in demo PBXs on loopback, with test calls flowing."""
     from siplb.demo import run_demo
 
-    sys.exit(_run_loop(run_demo(duration=duration, cps=cps, port=port, table=not no_table)))
+    sys.exit(run_loop(run_demo(duration=duration, cps=cps, port=port, table=not no_table)))
 
 
 def _print_problems(path: Path, exc: ConfigError) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,6 +26,7 @@ from .views import DISPLAY_STATES, display_state
 
 if TYPE_CHECKING:
     from siplb.app import Balancer
+    from siplb.proxy.core import Proxy
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -130,11 +132,12 @@ class _Collector(Collector):
     def _traffic(self) -> Iterator[Metric]:
         proxy = self.balancer.proxy
         assert proxy is not None
-        stats = proxy.stats
+        traffic = _Traffic.of_workers(self.balancer.worker_counters()) or _Traffic.of_proxy(proxy)
+        stats = traffic.stats
         requests = CounterMetricFamily(
             "siplb_requests", "SIP requests received, by method.", labels=["method"]
         )
-        for method, count in _by_method(proxy.requests_by_method).items():
+        for method, count in _by_method(traffic.requests).items():
             requests.add_metric([method], count)
         yield requests
         responses = CounterMetricFamily(
@@ -143,7 +146,7 @@ class _Collector(Collector):
             labels=["method", "class"],
         )
         merged: Counter[tuple[str, str]] = Counter()
-        for (method, klass), count in proxy.responses_by_class.items():
+        for (method, klass), count in traffic.responses.items():
             merged[(method_label(method), f"{klass}xx")] += count
         for labels, count in merged.items():
             responses.add_metric(list(labels), count)
@@ -165,13 +168,13 @@ class _Collector(Collector):
         transactions = GaugeMetricFamily(
             "siplb_transactions", "Live SIP transactions, by side.", labels=["side"]
         )
-        transactions.add_metric(["server"], len(proxy.servers))
-        transactions.add_metric(["client"], len(proxy.clients))
+        transactions.add_metric(["server"], traffic.servers)
+        transactions.add_metric(["client"], traffic.clients)
         yield transactions
         yield GaugeMetricFamily(
             "siplb_calls_active",
             "Calls in setup or confirmed, on every destination.",
-            value=len(proxy.dispatcher.accounting),
+            value=traffic.calls,
         )
         probes = CounterMetricFamily("siplb_probes", "OPTIONS probes by result.", labels=["result"])
         probes.add_metric(["ok"], stats.get("probes_ok", 0))
@@ -260,6 +263,45 @@ class _Collector(Collector):
             "Admin requests refused for a missing or wrong token.",
             value=recorder.auth_refusals,
         )
+
+
+@dataclass(slots=True)
+class _Traffic:
+    """The counters ``_traffic`` reports: one proxy's, or the sum over worker processes."""
+
+    stats: Counter[str]
+    requests: Counter[str]
+    responses: Counter[tuple[str, int]]
+    servers: int
+    clients: int
+    calls: int
+
+    @classmethod
+    def of_proxy(cls, proxy: Proxy) -> _Traffic:
+        return cls(
+            proxy.stats,
+            proxy.requests_by_method,
+            proxy.responses_by_class,
+            len(proxy.servers),
+            len(proxy.clients),
+            len(proxy.dispatcher.accounting),
+        )
+
+    @classmethod
+    def of_workers(cls, workers: list[dict[str, Any]]) -> _Traffic | None:
+        """The sum of every worker's counters (``Balancer.worker_counters``); None for one."""
+        if not workers:
+            return None
+        total = cls(Counter(), Counter(), Counter(), 0, 0, 0)
+        for worker in workers:
+            total.stats.update(worker["stats"])
+            total.requests.update(worker["requests"])
+            for method, klass, count in worker["responses"]:
+                total.responses[(method, klass)] += count
+            total.servers += worker["transactions"][0]
+            total.clients += worker["transactions"][1]
+            total.calls += worker["calls"]
+        return total
 
 
 def _by_method(counts: Counter[str]) -> Counter[str]:

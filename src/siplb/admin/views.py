@@ -120,7 +120,7 @@ def status_json(balancer: Balancer, meter: RateHistory, now: float) -> JSON:
     for uri in uris:
         states[display_state(dispatcher.snapshot(uri))] += 1
     admin = balancer.admin
-    return {
+    out: JSON = {
         "version": __version__,
         "node_id": proxy.settings.node_id,
         "worker": balancer.worker,
@@ -162,6 +162,16 @@ def status_json(balancer: Balancer, meter: RateHistory, now: float) -> JSON:
             "transactions": {"server": len(proxy.servers), "client": len(proxy.clients)},
         },
     }
+    workers = balancer.worker_counters()
+    if workers:  # workers = N: each worker's counters, and the totals over all of them
+        totals = out["totals"]
+        totals["active_calls"] = sum(w["calls"] for w in workers)
+        totals["transactions"] = {
+            "server": sum(w["transactions"][0] for w in workers),
+            "client": sum(w["transactions"][1] for w in workers),
+        }
+        out["workers"] = workers
+    return out
 
 
 def _hostport(host: str, port: int) -> str:

@@ -133,6 +133,7 @@ class ProxyModel(Model):
     record_route: bool = True
     max_call_rate: float = Field(0.0, ge=0)
     overload_backlog: float = Field(0.25, ge=0, le=1)
+    workers: int = Field(1, ge=1, le=64)
 
 
 class TcpModel(Model):

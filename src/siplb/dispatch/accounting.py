@@ -9,7 +9,7 @@ Events about unknown keys are ignored: a BYE may come for a call set up before a
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 
 
@@ -31,6 +31,9 @@ class CallAccounting:
         self._calls: dict[Hashable, CallEntry] = {}
         self._by_uri: dict[str, set[Hashable]] = {}
         self._confirmed_total: dict[str, int] = {}
+        # told ``(uri, calls)`` whenever the number of live calls on a URI changes (the shell
+        # publishes it where other worker processes can add it up)
+        self.on_count: Callable[[str, int], None] | None = None
 
     def setup_started(self, key: Hashable, uri: str, now: float) -> None:
         """An initial INVITE was forwarded to ``uri``. A known key starts over on ``uri``."""
@@ -98,13 +101,18 @@ class CallAccounting:
 
     def _link(self, entry: CallEntry) -> None:
         self._calls[entry.key] = entry
-        self._by_uri.setdefault(entry.uri, set()).add(entry.key)
+        keys = self._by_uri.setdefault(entry.uri, set())
+        keys.add(entry.key)
+        if self.on_count is not None:
+            self.on_count(entry.uri, len(keys))
 
     def _unlink(self, key: Hashable) -> CallEntry | None:
         entry = self._calls.pop(key, None)
         if entry is not None:
             keys = self._by_uri[entry.uri]
             keys.discard(key)
+            if self.on_count is not None:
+                self.on_count(entry.uri, len(keys))
             if not keys:
                 del self._by_uri[entry.uri]
         return entry

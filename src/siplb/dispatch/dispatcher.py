@@ -12,7 +12,7 @@ initial state; a removed URI with live calls is set draining and kept until its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from siplb.dispatch.accounting import CallAccounting
@@ -52,6 +52,9 @@ class Dispatcher:
         self._initial = initial
         self._health = HealthTable(health)
         self._accounting = CallAccounting()
+        # what least-calls, max_calls and snapshots count: this table's calls, or a total over
+        # several worker processes (``count_calls_with``)
+        self._active: Callable[[str], int] = self._accounting.active
         self._sets: dict[str, DestinationSet] = {}
         # URIs removed from config that still carry calls, with their admin state before removal
         self._retiring: dict[str, AdminState | None] = {}
@@ -64,6 +67,16 @@ class Dispatcher:
     @property
     def accounting(self) -> CallAccounting:
         return self._accounting
+
+    def count_calls_with(self, active: Callable[[str], int]) -> None:
+        """Count a destination's calls with ``active`` (e.g. the sum over every worker
+        process's table) for least-calls, ``max_calls`` and snapshots. Retiring a removed
+        destination still waits for this table's own calls."""
+        self._active = active
+        self._sets = {
+            name: DestinationSet(dset.spec, rng=self._rng, active=active)
+            for name, dset in self._sets.items()
+        }
 
     def sets(self) -> tuple[SetSpec, ...]:
         return tuple(s.spec for s in self._sets.values())
@@ -94,14 +107,14 @@ class Dispatcher:
 
     def snapshot(self, uri: str) -> HealthSnapshot:
         """Health with the live call count; raises ``KeyError`` for an unknown URI."""
-        return self._health.snapshot(uri, self._accounting.active(uri))
+        return self._health.snapshot(uri, self._active(uri))
 
     def replace_sets(self, sets: Sequence[SetSpec], now: float) -> tuple[StateChanged, ...]:
         """Install a new configuration; returns the state changes it caused."""
         names = [s.name for s in sets]
         if len(set(names)) != len(names):
             raise ValueError("a set name appears twice")
-        active = self._accounting.active
+        active = self._active
         new_sets = {s.name: DestinationSet(s, rng=self._rng, active=active) for s in sets}
         wanted = dict.fromkeys(d.uri for s in sets for d in s.destinations)
         events: list[StateChanged] = []

@@ -22,7 +22,7 @@ Rules, in one place:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -138,6 +138,14 @@ class DestinationHealth:
         self.admin = None if admin is AdminState.ENABLED else admin
         return self._settle(now, cause)
 
+    def follow(self, state: State, now: float, cause: str) -> StateChanged | None:
+        """Take ``state`` as decided elsewhere (the health of another worker process)."""
+        if state in PROBE_STATES:
+            self.admin, self.probe_state = None, state
+        else:
+            self.admin = AdminState(state.value)
+        return self._settle(now, cause)
+
     def snapshot(self, active_calls: int = 0) -> HealthSnapshot:
         return HealthSnapshot(
             uri=self.uri,
@@ -173,6 +181,9 @@ class HealthTable:
     def __init__(self, settings: HealthSettings) -> None:
         self.settings = settings
         self._machines: dict[str, DestinationHealth] = {}
+        # when set, passive inputs go to ``relay(uri, ok, now, cause)`` instead of this table:
+        # a worker process that follows the health decided by another one
+        self.relay: Callable[[str, bool, float, str], None] | None = None
 
     def add(self, uri: str, now: float, initial: State = State.UP) -> None:
         """Start tracking ``uri``; a URI already tracked keeps its state."""
@@ -215,12 +226,18 @@ class HealthTable:
         machine = self._machines.get(uri)
         if machine is None or not self.settings.passive:
             return None
+        if self.relay is not None:
+            self.relay(uri, False, now, cause)
+            return None
         return machine.failure(now, cause)
 
     def passive_success(self, uri: str, now: float, cause: str = "") -> StateChanged | None:
         """A response seen on live traffic that shows the destination alive."""
         machine = self._machines.get(uri)
         if machine is None or not self.settings.passive:
+            return None
+        if self.relay is not None:
+            self.relay(uri, True, now, cause or "traffic ok")
             return None
         return machine.success(now, cause or "traffic ok")
 
@@ -231,6 +248,14 @@ class HealthTable:
         if machine is None:
             return None
         return machine.set_admin(admin, now, cause or f"admin {admin or AdminState.ENABLED}")
+
+    def follow(self, uri: str, state: State, now: float, cause: str) -> StateChanged | None:
+        """Set ``uri``'s effective state to ``state`` (decided by the health-owning worker);
+        an admin state sets the override, a probe state clears it."""
+        machine = self._machines.get(uri)
+        if machine is None:
+            return None
+        return machine.follow(State(state), now, cause)
 
     def snapshot(self, uri: str, active_calls: int = 0) -> HealthSnapshot:
         """Raises ``KeyError`` for an unknown URI."""

@@ -40,6 +40,32 @@ def make_response(
 
     ``to_tag`` is added to To when the request has none (not for 100, which never carries one).
     """
+    headers = _response_headers(request, status, to_tag, extra)
+    return Response.build(status, reason or REASONS.get(status, b"Unknown"), headers)
+
+
+def response_bytes(
+    request: Request,
+    status: int,
+    *,
+    to_tag: bytes | None = None,
+    reason: bytes | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """``make_response(...).to_bytes()`` without building the message: the proxy's own answers
+    (100 Trying on every INVITE) are only sent, never read."""
+    lines = [b"SIP/2.0 %d %s" % (status, reason or REASONS.get(status, b"Unknown"))]
+    lines.extend(b"%s: %s" % pair for pair in _response_headers(request, status, to_tag, extra))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def _response_headers(
+    request: Request,
+    status: int,
+    to_tag: bytes | None,
+    extra: list[tuple[bytes, bytes]] | None,
+) -> list[tuple[bytes, bytes]]:
     headers: list[tuple[bytes, bytes]] = [(b"Via", via) for via in request.get_all(b"via")]
     for name in (b"From", b"To", b"Call-ID", b"CSeq"):
         value = request.get(name)
@@ -52,7 +78,7 @@ def make_response(
         headers.extend(extra)
     headers.append((b"Server", b"siplb"))
     headers.append((b"Content-Length", b"0"))
-    return Response.build(status, reason or REASONS.get(status, b"Unknown"), headers)
+    return headers
 
 
 def make_ack(request: Request, response: Response) -> Request:

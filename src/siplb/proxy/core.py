@@ -16,11 +16,13 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Final
 
 from siplb.dispatch import Dispatcher, HashKey, HealthSettings, SetSpec, StateChanged
 from siplb.settings import ProxySettings, RegistrarSettings, RouteRule
 from siplb.sip import (
     DEFAULT_LIMITS,
+    Edit,
     Limits,
     NameAddr,
     ParseError,
@@ -36,11 +38,11 @@ from siplb.sip import (
 
 from .actions import CallsExpired, Event, MessageDropped, RequestRejected, Send, Target
 from .branch import BranchMaker
-from .build import make_response
+from .build import response_bytes
 from .forwarding import Forwarding
 from .listeners import DEFAULT_PORTS, Listener, LocalNames
 from .multihome import SourceRouting
-from .nat import add_contact_alias, ruri_alias
+from .nat import add_contact_alias, alias_contacts, alias_target
 from .overload import OverloadGuard
 from .probe import Prober
 from .registrar import FrontEnd, behind_nat, path_next_hop
@@ -231,7 +233,7 @@ class Proxy:
                 if refused is not None:  # before any other work, even 100 Trying
                     self.respond(txn, 503, now, extra=self.retry_after(), cause=refused)
                     return
-            txn.respond(100, make_response(request, 100).to_bytes(), now)
+            txn.respond(100, response_bytes(request, 100), now)
         if max_forwards == 0:
             self.respond(txn, 483, now)
             return
@@ -260,11 +262,10 @@ class Proxy:
         now: float,
     ) -> None:
         try:
-            routed = self._preprocess(request, via, source)
+            edit, next_hop, hop_listener, initial = self._preprocess(request, via, source)
         except ParseError as exc:
             self.respond(txn, exc.status_hint, now, cause=exc.reason)
             return
-        base, next_hop, hop_listener, initial = routed
         if not initial:
             self._dialog_activity(request, now)
         elif next_hop is not None:
@@ -274,7 +275,12 @@ class Proxy:
             return
         if next_hop is not None:
             Forwarding(
-                self, txn, base, incoming=listener, target=next_hop, target_listener=hop_listener
+                self,
+                txn,
+                edit,
+                incoming=listener,
+                target=next_hop,
+                target_listener=hop_listener,
             ).start(now)
             return
         if request.method == "OPTIONS" and self._is_for_us(request):
@@ -290,7 +296,7 @@ class Proxy:
         Forwarding(
             self,
             txn,
-            base,
+            edit,
             incoming=listener,
             set_name=set_name,
             hash_input=self._hash_input(request, set_name),
@@ -298,23 +304,24 @@ class Proxy:
 
     def _preprocess(
         self, request: Request, via: Via, source: Target
-    ) -> tuple[Request, Target | None, int | None, bool]:
+    ) -> tuple[Edit[Request], Target | None, int | None, bool]:
         """Loose routing (16.4), Max-Forwards (16.6 step 3), received/rport (RFC 3581).
 
-        Returns the request to forward, the next hop when Route or the dialog decides it (None:
-        dispatch to a set), the listener our last Route entry named, and whether it is initial.
+        Returns the edit that makes the request to forward (one copy, made when it is needed),
+        the next hop when Route or the dialog decides it (None: dispatch to a set), the listener
+        our last Route entry named, and whether the request is initial.
         """
-        out = request
         routes = request.values(b"route") if request.has(b"route") else []
         hop_listener: int | None = None
         ruri = request.parsed_uri()
-        if isinstance(ruri, SipUri) and routes and ruri.user is None:
+        if routes and isinstance(ruri, SipUri) and ruri.user is None:
             named = self.names.listener_for(ruri)
             if named is not None:  # 16.4: a strict router put our RR URI in the Request-URI
-                out = out.with_uri(parse_name_addr(routes[-1]).uri)
+                last = parse_name_addr(routes[-1])
                 routes = routes[:-1]
-                out = _set_routes(out, routes)
-                ruri = out.parsed_uri()
+                request = _set_routes(request.with_uri(last.uri), routes)
+                ruri = request.parsed_uri()
+        edit = Edit(request)
         ours: list[SipUri] = []
         for value in routes:
             uri = parse_name_addr(value).parsed_uri()
@@ -323,63 +330,65 @@ class Proxy:
                 break
             hop_listener = named.index
             ours.append(uri)
-        popped = len(ours)
-        for _ in range(popped):
-            out = out.without_top_value(b"route")
-        routes = routes[popped:]
+        if ours:
+            edit.pop_top_values(b"route", len(ours))
+            routes = routes[len(ours) :]
         mf = request.max_forwards
-        out = out.with_header(
-            b"Max-Forwards",
-            str(self.settings.max_forwards if mf is None else mf - 1).encode("ascii"),
-        )
-        out = _stamp_via(out, via, source)
+        edit.set(b"Max-Forwards", _DECIMAL[self.settings.max_forwards if mf is None else mf - 1])
+        stamped = _stamped_via(via, source)
+        if stamped is not None:
+            edit.replace_top_value(b"via", stamped)
         initial = request.to_tag is None
         if self.front is not None:
-            out, hop = self._towards_phone(out, via, source, ours, ruri, initial, bool(routes))
+            hop = self._towards_phone(edit, via, source, ours, ruri, initial, bool(routes))
             if hop is not None:  # routed to a phone, never dispatched to a set
-                return out, hop, hop_listener, False
+                return edit, hop, hop_listener, False
         if routes:
-            return (
-                out,
-                self._uri_target(parse_name_addr(routes[0]).parsed_uri(), None),
-                None,
-                initial,
-            )
+            first = parse_name_addr(routes[0]).parsed_uri()
+            return edit, self._uri_target(first, None), None, initial
         if not initial and not self._is_for_us_uri(ruri):
             hop_transport = (
                 self.listeners[hop_listener].transport if hop_listener is not None else None
             )
-            return out, self._uri_target(ruri, hop_transport), hop_listener, initial
-        return out, None, hop_listener, initial
+            return edit, self._uri_target(ruri, hop_transport), hop_listener, initial
+        return edit, None, hop_listener, initial
 
     def _towards_phone(
         self,
-        out: Request,
+        edit: Edit[Request],
         via: Via,
         source: Target,
         ours: list[SipUri],
         ruri: object,
         initial: bool,
         routed: bool,
-    ) -> tuple[Request, Target | None]:
+    ) -> Target | None:
         """Registrar front end hooks: a request along our Path (RFC 3327) or to an aliased
         Request-URI goes to the phone's flow; a phone behind NAT gets its Contact aliased."""
         assert self.front is not None
         settings = self.front.settings
-        if settings.contact_alias and out.method != "REGISTER" and behind_nat(out, via, source):
-            out = add_contact_alias(out, source)
+        request = edit.message
+        if (
+            settings.contact_alias
+            and request.method != "REGISTER"
+            and behind_nat(request, via, source)
+        ):
+            alias_contacts(edit, source)
         if routed:
-            return out, None
+            return None
         if settings.contact_alias and not initial:
-            aliased = ruri_alias(out)
+            aliased = alias_target(ruri)
             if aliased is not None:
-                return aliased
+                edit.set_uri(aliased[0])
+                return aliased[1]
+        if not ours:
+            return None
         hop = path_next_hop(ours, ruri)
         if hop is not None and not self._is_destination(source.host):
             # only a registrar or proxy of ours may send along our Path: anyone else could have
             # us relay to any address they put in a Path URI
             raise ParseError("request along our Path from a host that is no destination", 403)
-        return out, hop
+        return hop
 
     def _is_destination(self, host: str) -> bool:
         return any(
@@ -471,7 +480,7 @@ class Proxy:
             if request.max_forwards == 0:  # 16.3 step 3; an ACK gets no 483, so it is dropped
                 self._drop("ACK with Max-Forwards 0", source)
                 return
-            base, next_hop, hop_listener, _initial = self._preprocess(request, via, source)
+            edit, next_hop, hop_listener, _initial = self._preprocess(request, via, source)
         except ParseError as exc:
             self._drop(f"ACK: {exc.reason}", source)
             return
@@ -481,10 +490,10 @@ class Proxy:
         prefer = hop_listener if hop_listener is not None else listener
         out_listener = self.listener_for(next_hop, prefer)
         branch = self.branches.stateless((via.branch or "").encode() + via.sent_by.encode())
-        data = base.with_header_first(
+        edit.add_first(
             b"Via", self.listeners[out_listener].via_prefix + b";branch=" + branch.encode("ascii")
-        ).to_bytes()
-        self.out.append(Send(data, next_hop, out_listener))
+        )
+        self.out.append(Send(edit.apply().to_bytes(), next_hop, out_listener))
 
     # ---- responses -------------------------------------------------------------------------
     def _response(self, response: Response, source: Target, listener: int, now: float) -> None:
@@ -527,9 +536,15 @@ class Proxy:
         if not upstream.has(b"via"):
             # A UAS that built its response from the wrong request (a 487 copying the CANCEL's
             # single Via) broke RFC 3261 8.2.6.2; the transaction still knows the way back.
+            request = server.request
+            if request is None:  # answered already: the transaction kept no request
+                self._drop("response with no Via for the way back", server.source)
+                return
             self.stats["responses_via_restored"] += 1
-            for value in reversed(server.request.get_all(b"via")):
-                upstream = upstream.with_header_first(b"Via", value)
+            edit = Edit(upstream)
+            for value in reversed(request.get_all(b"via")):
+                edit.add_first(b"Via", value)
+            upstream = edit.apply()
         server.respond(response.status, upstream.to_bytes(), now)
 
     def _forward_stateless_response(self, response: Response, source: Target) -> None:
@@ -553,12 +568,14 @@ class Proxy:
     ) -> None:
         """Answer a request ourselves."""
         request = server.request
+        if request is None:  # answered already: nothing more goes out (17.2.1, 17.2.2)
+            return
         to_tag = hashlib.blake2b("/".join(server.key).encode(), digest_size=6).hexdigest().encode()
-        response = make_response(request, status, to_tag=to_tag, extra=extra)
+        data = response_bytes(request, status, to_tag=to_tag, extra=extra)
         if status >= 300:
             self.stats[f"local:{status}"] += 1
             self.events.append(RequestRejected(status, cause or "", request.method, server.source))
-        server.respond(status, response.to_bytes(), now)
+        server.respond(status, data, now)
 
     # ---- helpers for the response contexts -----------------------------------------------------
     def listener_for(self, target: Target, prefer: int | None) -> int:
@@ -577,13 +594,11 @@ class Proxy:
             index = self._by_transport.get(("udp", family), 0)
         return index
 
-    def add_record_route(self, request: Request, incoming: int, outgoing: int) -> Request:
+    def add_record_route(self, edit: Edit[Request], incoming: int, outgoing: int) -> None:
         """16.6 step 4; two entries when the request changes listener (transport or address)."""
         if incoming != outgoing:
-            request = request.with_header_first(
-                b"Record-Route", self.listeners[incoming].record_route
-            )
-        return request.with_header_first(b"Record-Route", self.listeners[outgoing].record_route)
+            edit.add_first(b"Record-Route", self.listeners[incoming].record_route)
+        edit.add_first(b"Record-Route", self.listeners[outgoing].record_route)
 
     def new_client(
         self,
@@ -670,17 +685,16 @@ def _server_key(request: Request, via: Via) -> tuple[str, ...]:
     )
 
 
-def _stamp_via(request: Request, via: Via, source: Target) -> Request:
-    """RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+def _stamped_via(via: Via, source: Target) -> bytes | None:
+    """The top Via with RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport``; None: as it is."""
     wants_rport = via.has_rport and via.rport is None
     if via.host == source.host and not wants_rport:
-        return request
+        return None
     params = dict(via.params)
     params["received"] = source.host
     if wants_rport:
         params["rport"] = str(source.port)
-    stamped = Via(via.transport, via.host, via.port, params, via.protocol)
-    return request.without_top_value(b"via").with_header_first(b"Via", stamped.to_bytes())
+    return Via(via.transport, via.host, via.port, params, via.protocol).to_bytes()
 
 
 def _set_routes(request: Request, routes: list[bytes]) -> Request:
@@ -696,6 +710,9 @@ def _via_target(via: Via) -> Target:
     host = via.received or via.host
     port = via.rport or via.port or DEFAULT_PORTS.get(transport, 5060)
     return Target(transport if transport in DEFAULT_PORTS else "udp", host, port)
+
+
+_DECIMAL: Final = [b"%d" % i for i in range(256)]  # Max-Forwards values (0-255)
 
 
 @lru_cache(maxsize=4096)

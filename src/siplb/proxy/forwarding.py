@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from siplb.dispatch import Destination, NoDestination
-from siplb.sip import Request, Response
+from siplb.sip import Edit, Request, Response
 
 from .actions import FailedOver, Target
 from .build import make_cancel, make_response
@@ -35,6 +35,7 @@ class Forwarding:
         "done",
         "hash_input",
         "incoming",
+        "method",
         "proxy",
         "server",
         "set_name",
@@ -48,7 +49,7 @@ class Forwarding:
         self,
         proxy: Proxy,
         server: ServerTransaction,
-        base: Request,
+        base: Edit[Request],
         *,
         incoming: int,
         set_name: str | None = None,
@@ -58,7 +59,11 @@ class Forwarding:
     ) -> None:
         self.proxy = proxy
         self.server = server
-        self.base = base  # Max-Forwards, Route and top Via already processed
+        # the request with Max-Forwards, Route and top Via processed (each attempt adds its
+        # Record-Route and Via and makes one copy); let go once the request is answered
+        self.base: Edit[Request] | None = base
+        request = base.message  # the request as received: method, To tag and Call-ID as sent
+        self.method = request.method
         self.incoming = incoming
         self.set_name = set_name
         self.hash_input = hash_input
@@ -72,8 +77,8 @@ class Forwarding:
         self.done = False
         self.uri: str | None = None  # the destination now tried
         self.call_key: bytes | None = None
-        if base.method == "INVITE" and set_name is not None and base.to_tag is None:
-            self.call_key = base.call_id
+        if request.method == "INVITE" and set_name is not None and request.to_tag is None:
+            self.call_key = request.call_id
         server.context = self
 
     # ---- attempts ----------------------------------------------------------------------------
@@ -98,20 +103,23 @@ class Forwarding:
             target = self.target
             prefer = self.target_listener
             listener = proxy.listener_for(target, self.incoming if prefer is None else prefer)
+        base = self.base
+        if base is None:  # pragma: no cover - answered already, nothing more to try
+            return
         self.attempts += 1
-        request = self.base
+        method = self.method
+        edit = base.copy()  # 16.6 steps 4 and 8 with the others, in one copy of the request
         if (
             proxy.settings.record_route
-            and request.method in DIALOG_CREATING
-            and (request.to_tag is None)
+            and method in DIALOG_CREATING
+            and base.message.to_tag is None
         ):
-            request = proxy.add_record_route(request, self.incoming, listener)
-        if request.method == "REGISTER" and self.set_name is not None and proxy.front is not None:
-            request = proxy.front.outgoing(self.server, request, self.incoming, listener)
+            proxy.add_record_route(edit, self.incoming, listener)
+        if method == "REGISTER" and self.set_name is not None and proxy.front is not None:
+            proxy.front.outgoing(self.server, edit, self.incoming, listener)
         branch = proxy.branches.new()
-        via = proxy.listeners[listener].via_prefix + b";branch=" + branch.encode("ascii")
-        request = request.with_header_first(b"Via", via)
-        self.current = proxy.new_client(branch, request, target, listener, self, now)
+        edit.add_first(b"Via", proxy.listeners[listener].via_prefix + b";branch=" + branch.encode())
+        self.current = proxy.new_client(branch, edit.apply(), target, listener, self, now)
         if self.call_key is not None and self.uri is not None:
             accounting = proxy.dispatcher.accounting
             if self.attempts == 1:
@@ -132,7 +140,7 @@ class Forwarding:
         if (
             front is not None
             and response.status >= 200
-            and self.base.method == "REGISTER"
+            and self.method == "REGISTER"
             and txn is self.current
             and not self.done
         ):  # the registrar's final answer (RFC 3327 5.3): bindings, Path support
@@ -145,7 +153,7 @@ class Forwarding:
                 self.proxy.forward_response(self.server, response, now)
             return
         if status < 300:
-            self.done = True
+            self._done()
             if self.uri is not None:
                 self.proxy.passive_success(self.uri, now)
             if self.call_key is not None:
@@ -156,7 +164,7 @@ class Forwarding:
             return
         proxy = self.proxy
         if status == 503 and self.uri is not None:
-            proxy.passive_failure(self.uri, f"503 on {self.base.method}", now)
+            proxy.passive_failure(self.uri, f"503 on {self.method}", now)
         self.best = _better(self.best, response)
         if status in proxy.settings.failover_codes and self._can_fail_over():
             self._fail_over(f"{status} {response.reason.decode('latin-1')}", now)
@@ -174,7 +182,7 @@ class Forwarding:
             return
         if self.uri is not None:
             proxy.passive_failure(
-                self.uri, f"{cause} on {self.base.method}", now, timeout=cause == "timeout"
+                self.uri, f"{cause} on {self.method}", now, timeout=cause == "timeout"
             )
         if self.cancelled:
             self._respond_local(487, now)
@@ -191,7 +199,9 @@ class Forwarding:
 
     def _fail_over(self, cause: str, now: float) -> None:
         if self.set_name is not None and self.uri is not None:
-            call_id = (self.base.call_id or b"").decode("latin-1")
+            base = self.base
+            request = base.message if base is not None else None
+            call_id = ((request.call_id if request is not None else None) or b"").decode("latin-1")
             self.proxy.events.append(FailedOver(call_id, self.set_name, self.uri, cause))
             self.proxy.stats["failovers"] += 1
         self._attempt(now)
@@ -211,8 +221,8 @@ class Forwarding:
 
     # ---- answering upstream --------------------------------------------------------------------
     def _finish(self, now: float) -> None:
-        self.done = True
         best = self.best
+        self._done()
         if best is None:  # pragma: no cover - callers check
             self._respond_local(503, now)
             return
@@ -229,9 +239,17 @@ class Forwarding:
         extra: list[tuple[bytes, bytes]] | None = None,
         reason: str | None = None,
     ) -> None:
-        self.done = True
+        self._done()
         self._end_call()
         self.proxy.respond(self.server, status, now, extra=extra, cause=reason)
+
+    def _done(self) -> None:
+        """The request is answered: what it took to try destinations is no longer needed (a
+        2xx retransmission still finds its way up through ``server``)."""
+        self.done = True
+        self.base = None
+        self.best = None
+        self.tried = _NOTHING_TRIED
 
     def _end_call(self) -> None:
         if self.call_key is not None:
@@ -249,11 +267,14 @@ class Forwarding:
         # out and we answer 487 ourselves.
 
     def _send_cancel(self, txn: ClientTransaction, now: float) -> None:
-        if (txn.branch, "CANCEL") in self.proxy.clients:
+        if (txn.branch, "CANCEL") in self.proxy.clients or txn.request is None:
             return
         cancel = make_cancel(txn.request)
         self.proxy.new_client(txn.branch, cancel, txn.target, txn.listener, NO_USER, now)
         txn.cancel_sent(now)
+
+
+_NOTHING_TRIED: frozenset[str] = frozenset()
 
 
 def _target_of(destination: Destination) -> Target:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Final, TypeVar
 
-from siplb.sip import Message, ParseError, Request, SipUri, parse_name_addr
+from siplb.sip import Edit, Message, ParseError, Request, SipUri, parse_name_addr
 
 from .actions import Target
 from .listeners import DEFAULT_PORTS
@@ -30,9 +30,15 @@ def alias_of(source: Target) -> str:
 
 def add_contact_alias(message: M, source: Target) -> M:
     """Each Contact URI that names another address than ``source`` gets our alias parameter."""
+    edit = Edit(message)
+    alias_contacts(edit, source)
+    return edit.apply()
+
+
+def alias_contacts(edit: Edit[M], source: Target) -> None:
+    """``add_contact_alias`` as part of a larger edit: the Contact lines, aliased, go on top."""
+    message = edit.message
     values = message.values(b"contact") if message.has(b"contact") else []
-    if not values:
-        return message
     out: list[bytes] = []
     changed = False
     for value in values:
@@ -40,11 +46,10 @@ def add_contact_alias(message: M, source: Target) -> M:
         changed = changed or new is not value
         out.append(new)
     if not changed:
-        return message
-    edited = message.without_header(b"contact")
+        return
+    edit.remove(b"contact")
     for value in reversed(out):
-        edited = edited.with_header_first(b"Contact", value)
-    return edited
+        edit.add_first(b"Contact", value)
 
 
 def _aliased(value: bytes, source: Target) -> bytes:
@@ -66,7 +71,14 @@ def _aliased(value: bytes, source: Target) -> bytes:
 def ruri_alias(request: Request) -> tuple[Request, Target] | None:
     """``handle_ruri_alias``: the target an aliased Request-URI names, and the request without
     the alias; ``None`` when the Request-URI has no alias; ``ParseError`` when it is garbled."""
-    uri = request.parsed_uri()
+    found = alias_target(request.parsed_uri())
+    if found is None:
+        return None
+    return request.with_uri(found[0]), found[1]
+
+
+def alias_target(uri: object) -> tuple[bytes, Target] | None:
+    """``ruri_alias`` for a parsed Request-URI: the URI without the alias, and its target."""
     if not isinstance(uri, SipUri):
         return None
     alias = uri.params.get(ALIAS)
@@ -78,5 +90,5 @@ def ruri_alias(request: Request) -> tuple[Request, Target] | None:
     if transport is None or not port.isdigit() or not 0 < int(port) < 65536 or not host:
         raise ParseError(f"malformed alias {alias!r} in the Request-URI")
     params = {name: value for name, value in uri.params.items() if name != ALIAS}
-    stripped = request.with_uri(replace(uri, params=params).to_bytes())
+    stripped = replace(uri, params=params).to_bytes()
     return stripped, Target(transport, host.strip("[]"), int(port), flow=True)

@@ -15,11 +15,13 @@ the same transport (for TCP and TLS over the phone's own connection, RFC 5626 fl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING
 
 from siplb.settings import RegistrarSettings
 from siplb.sip import (
+    Edit,
     NameAddr,
     ParseError,
     Request,
@@ -81,6 +83,7 @@ def _name_addr(value: bytes, what: str) -> NameAddr:
     return addr
 
 
+@lru_cache(maxsize=4096)
 def is_private(host: str) -> bool:
     try:
         address = ip_address(host)
@@ -94,12 +97,14 @@ def behind_nat(request: Request, via: Via, source: Target) -> bool:
     Contact names a private address (flag 1)."""
     if via.host != source.host or (via.port or DEFAULT_PORTS[source.transport]) != source.port:
         return True
+    if is_private(source.host) or not request.has(b"contact"):
+        return False  # a private Contact behind a private source is no sign of NAT
     for contact in request.values(b"contact"):
         try:
             uri = parse_name_addr(contact).parsed_uri()
         except ParseError:
             continue
-        if isinstance(uri, SipUri) and is_private(uri.host) and not is_private(source.host):
+        if isinstance(uri, SipUri) and is_private(uri.host):
             return True
     return False
 
@@ -126,20 +131,20 @@ def path_entry(listener: Listener, received: Target | None) -> bytes:
 
 
 def add_path(
-    request: Request,
+    edit: Edit[Request],
     incoming: Listener,
     outgoing: Listener,
     source: Target,
     *,
     nat: bool,
-) -> Request:
+) -> None:
     """RFC 3327 5.1: our Path entries on top (two when the REGISTER changed listener), the first
     with the phone's flow when it is behind NAT or came over a stream (its connection is the only
     way back). The first: Kamailio's ``path_use_received`` reads the first Path URI."""
     received = source if nat or source.reliable else None
     if incoming.index != outgoing.index:
-        request = request.with_header_first(b"Path", path_entry(incoming, None))
-    return request.with_header_first(b"Path", path_entry(outgoing, received))
+        edit.add_first(b"Path", path_entry(incoming, None))
+    edit.add_first(b"Path", path_entry(outgoing, received))
 
 
 def is_path_uri(uri: SipUri) -> bool:
@@ -228,20 +233,20 @@ class FrontEnd:
         return None
 
     def outgoing(
-        self, server: ServerTransaction, request: Request, incoming: int, out: int
-    ) -> Request:
+        self, server: ServerTransaction, edit: Edit[Request], incoming: int, out: int
+    ) -> None:
         """A REGISTER leaving for a registrar: our Path entries, and Require: path."""
         if not self.settings.path:
-            return request
+            return
         listeners = self.proxy.listeners
+        request = edit.message
         try:
-            nat = behind_nat(server.request, server.request.top_via(), server.source)
+            nat = behind_nat(request, request.top_via(), server.source)
         except ParseError:  # pragma: no cover - the Via was checked on arrival
             nat = True
-        request = add_path(request, listeners[incoming], listeners[out], server.source, nat=nat)
+        add_path(edit, listeners[incoming], listeners[out], server.source, nat=nat)
         if self.settings.require_path:  # RFC 3327 5.1: a registrar without Path answers 420
-            request = request.with_header_first(b"Require", b"path")
-        return request
+            edit.add_first(b"Require", b"path")
 
     def final(
         self, server: ServerTransaction, response: Response, registrar: str | None, now: float
@@ -251,14 +256,14 @@ class FrontEnd:
         status = response.status
         if lacks_path_support(status, response.values(b"unsupported")):
             return self._refused_path(response, registrar or "?", "420 Unsupported: path")
-        if not 200 <= status < 300:
-            return response
         request = server.request
+        if not 200 <= status < 300 or request is None:  # None: answered already
+            return response
         if self.settings.path and supports_path(request) and not _names_path(response):
             # RFC 3327 5.3: a registrar that stored our Path echoes it to a UA that supports it
             self._lacks_path(registrar or "?", "2xx to REGISTER without our Path")
         if self.keepalive is not None:
-            self._learn(server, response, now)
+            self._learn(server, request, response, now)
         return response
 
     def _refused_path(self, response: Response, registrar: str, cause: str) -> Response:
@@ -273,10 +278,11 @@ class FrontEnd:
         self.proxy.stats["registrar_without_path"] += 1
         self.proxy.events.append(RegistrarLacksPath(registrar, cause))
 
-    def _learn(self, server: ServerTransaction, response: Response, now: float) -> None:
+    def _learn(
+        self, server: ServerTransaction, request: Request, response: Response, now: float
+    ) -> None:
         keepalive = self.keepalive
         assert keepalive is not None
-        request = server.request
         flow = Target(server.source.transport, server.source.host, server.source.port, flow=True)
         contacts = request.values(b"contact")
         if not contacts:

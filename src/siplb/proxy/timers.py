@@ -36,16 +36,43 @@ class Timed(Protocol):
 
 
 class TimerHeap:
-    """Deadlines of many objects; an object has one live deadline, older entries are skipped."""
+    """Deadlines of many objects; an object has one live deadline, older entries are skipped.
+
+    A moved or cancelled deadline leaves its entry behind, and that entry holds on to its object
+    (a transaction and its messages) until it comes to the top: a Timer C entry three minutes
+    out would keep a call that ended long ago. So when stale entries outnumber live ones, the
+    heap is rebuilt from the live ones (amortised: at most once per ``live + COMPACT_SLACK``
+    schedules).
+    """
+
+    COMPACT_SLACK = 1024
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timed]] = []
         self._seq = itertools.count()
+        self._live = 0  # objects with a deadline (each has exactly one valid entry)
 
     def schedule(self, obj: Timed, when: float | None) -> None:
+        if obj.deadline == when:
+            return  # its entry is in the heap already
+        if obj.deadline is None:
+            if when is None:
+                return
+            self._live += 1
+        elif when is None:
+            self._live -= 1
         obj.deadline = when
         if when is not None:
-            heapq.heappush(self._heap, (when, next(self._seq), obj))
+            heap = self._heap
+            heapq.heappush(heap, (when, next(self._seq), obj))
+            if len(heap) > 2 * self._live + self.COMPACT_SLACK:
+                self._compact()
+
+    def _compact(self) -> None:
+        heap = self._heap  # in place: ``run_due`` may be iterating over it
+        heap[:] = [entry for entry in heap if entry[2].deadline == entry[0]]
+        heapq.heapify(heap)
+        self._live = len(heap)
 
     def next_deadline(self) -> float | None:
         heap = self._heap
@@ -59,6 +86,7 @@ class TimerHeap:
             when, _, obj = heapq.heappop(heap)
             if obj.deadline == when:
                 obj.deadline = None
+                self._live -= 1
                 obj.on_timer(now)
 
     def __len__(self) -> int:

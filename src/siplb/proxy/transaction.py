@@ -98,7 +98,10 @@ class ServerTransaction:
         timers: Timers,
     ) -> None:
         self.key = key
-        self.request = request
+        # the request and the TU's context, until the final response: then only what the
+        # transaction still sends is kept (the last response while Completed, nothing while
+        # Accepted), so the 64*T1 it lingers costs little memory
+        self.request: Request | None = request
         self.source = source
         self.listener = listener
         self.invite = request.method == "INVITE"
@@ -132,10 +135,13 @@ class ServerTransaction:
             if self.state is TxState.TRYING:
                 self.state = TxState.PROCEEDING
             return
+        self.request = None
+        self.context = None
         t = self._timers
         reliable = self.source.reliable
         if self.invite and status < 300:
             self.state = TxState.ACCEPTED  # RFC 6026 8.5: Timer L
+            self._last = None  # a 2xx is retransmitted by the UAS, not by us (RFC 6026 7.1)
             self._wait_at = now + t.b
         elif self.invite:
             self.state = TxState.COMPLETED
@@ -180,14 +186,19 @@ class ServerTransaction:
         self._rearm()
 
     def _rearm(self) -> None:
-        times = [t for t in (self._g_at, self._wait_at) if t is not None]
-        self._heap.schedule(self, min(times) if times else None)
+        g_at = self._g_at
+        wait_at = self._wait_at
+        when = wait_at if g_at is None or (wait_at is not None and wait_at < g_at) else g_at
+        _rearm(self, self._heap, when)
 
     def _send(self, data: bytes) -> None:
         self._out.append(Send(data, self.source, self.listener))
 
     def _terminate(self) -> None:
         self.state = TxState.TERMINATED
+        self.request = None
+        self.context = None
+        self._last = None
         self._heap.schedule(self, None)
         self._user.server_terminated(self)
 
@@ -196,6 +207,7 @@ class ClientTransaction:
     __slots__ = (
         "_a_at",
         "_a_interval",
+        "_ack",
         "_c_fired",
         "_heap",
         "_out",
@@ -234,7 +246,9 @@ class ClientTransaction:
         now: float,
     ) -> None:
         self.branch = branch
-        self.request = request
+        # the request and its bytes while it may be retransmitted or cancelled; once a final
+        # response came only the ACK for a non-2xx (Completed) is kept for its retransmissions
+        self.request: Request | None = request
         self.method = request.method
         self.invite = request.method == "INVITE"
         self.target = target
@@ -247,7 +261,8 @@ class ClientTransaction:
         self._heap = heap
         self._out = out
         self._timers = timers
-        self.data = request.to_bytes()
+        self.data: bytes | None = request.to_bytes()
+        self._ack: bytes | None = None
         self._a_interval = timers.t1
         self._a_at: float | None = None if target.reliable else now + timers.t1  # Timer A / E
         self._timeout_at: float | None = now + min(timers.b, failover_timeout)  # B / F
@@ -255,7 +270,7 @@ class ClientTransaction:
         self._c_fired = False
         self._registry = registry
         registry[(branch, self.method)] = self
-        out.append(Send(self.data, target, listener))
+        out.append(Send(request.to_bytes(), target, listener))
         self._rearm()
 
     @property
@@ -274,20 +289,22 @@ class ClientTransaction:
     def receive_response(self, response: Response, now: float) -> None:
         status = response.status
         state = self.state
+        user = self.user  # a final response may terminate us (reliable transport) before it goes up
         if state in (TxState.CALLING, TxState.TRYING, TxState.PROCEEDING):
             if status < 200:
                 self._provisional(now)
             elif self.invite and status < 300:
                 self.state = TxState.ACCEPTED
                 self._a_at = self._timeout_at = None  # no more Timer A, B or C
+                self._release()
                 self._wait(now + self._timers.b)  # RFC 6026 Timer M
             else:
                 self._final(response, now)
-            self.user.on_response(self, response, now)
+            user.on_response(self, response, now)
         elif state is TxState.ACCEPTED and 200 <= status < 300:
-            self.user.on_response(self, response, now)  # 2xx retransmission: pass it on
-        elif state is TxState.COMPLETED and self.invite and status >= 300:
-            self._out.append(Send(make_ack(self.request, response).to_bytes(), *self._dest()))
+            user.on_response(self, response, now)  # 2xx retransmission: pass it on
+        elif state is TxState.COMPLETED and self._ack is not None and status >= 300:
+            self._out.append(Send(self._ack, *self._dest()))  # the same ACK again (17.1.1.2)
 
     def _provisional(self, now: float) -> None:
         self.state = TxState.PROCEEDING
@@ -305,8 +322,10 @@ class ClientTransaction:
         self.state = TxState.COMPLETED
         self._a_at = None
         self._timeout_at = None
-        if self.invite:
-            self._out.append(Send(make_ack(self.request, response).to_bytes(), *self._dest()))
+        if self.invite and self.request is not None:
+            self._ack = make_ack(self.request, response).to_bytes()
+            self._out.append(Send(self._ack, *self._dest()))
+        self._release()
         if self.target.reliable:
             self._terminate()
         else:
@@ -315,8 +334,9 @@ class ClientTransaction:
     def fail(self, cause: str, now: float) -> None:
         """A transport error on the way to the target: the request is lost (counts as timeout)."""
         if self.active:
+            user = self.user
             self._terminate()
-            self.user.on_failure(self, cause, now)
+            user.on_failure(self, cause, now)
 
     def cancel_sent(self, now: float) -> None:
         """A CANCEL went out for this INVITE: wait at most 64*T1 more for its final response,
@@ -334,7 +354,7 @@ class ClientTransaction:
         self._terminate()
 
     def on_timer(self, now: float) -> None:
-        if self._a_at is not None and self._a_at <= now and self.active:
+        if self._a_at is not None and self._a_at <= now and self.active and self.data:
             self._out.append(Send(self.data, *self._dest()))
             cap = self._timers.t2 if not self.invite else float("inf")
             self._a_interval = min(2 * self._a_interval, cap)
@@ -349,8 +369,9 @@ class ClientTransaction:
                 self._rearm()
                 self.user.on_failure(self, "timer C", now)
                 return
+            user = self.user
             self._terminate()
-            self.user.on_failure(self, "timeout", now)
+            user.on_failure(self, "timeout", now)
             return
         if self._wait_at is not None and self._wait_at <= now:
             self._terminate()
@@ -365,12 +386,32 @@ class ClientTransaction:
         self._rearm()
 
     def _rearm(self) -> None:
-        times = [t for t in (self._a_at, self._timeout_at, self._wait_at) if t is not None]
-        self._heap.schedule(self, min(times) if times else None)
+        when = self._a_at
+        for t in (self._timeout_at, self._wait_at):
+            if t is not None and (when is None or t < when):
+                when = t
+        _rearm(self, self._heap, when)
+
+    def _release(self) -> None:
+        """No more (re)sending of the request: let it go."""
+        self.request = None
+        self.data = None
 
     def _terminate(self) -> None:
         self.state = TxState.TERMINATED
         self._a_at = self._timeout_at = self._wait_at = None
+        self._release()
+        self._ack = None
+        self.user = NO_USER  # the TU and this transaction point at each other: let both go
         self._heap.schedule(self, None)
         if self._registry.get((self.branch, self.method)) is self:
             del self._registry[(self.branch, self.method)]
+
+
+def _rearm(txn: ServerTransaction | ClientTransaction, heap: TimerHeap, when: float | None) -> None:
+    """Schedule ``txn``'s next timer; a later one than already scheduled waits for that earlier
+    wake-up (``on_timer`` finds nothing due and re-arms), so that no entry far in the future (a
+    Timer C three minutes out) keeps a finished transaction in the heap."""
+    if when is not None and txn.deadline is not None and txn.deadline <= when:
+        return
+    heap.schedule(txn, when)

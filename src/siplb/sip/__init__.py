@@ -1,5 +1,6 @@
 """The SIP message layer: pure, bytes in and bytes out (DESIGN.md section 2)."""
 
+from .edit import Edit
 from .errors import LocalProtocolError, MessageTooLarge, ParseError
 from .framing import KEEPALIVE, Framed, FramingError, KeepAlive, Malformed, StreamFramer
 from .headers import canonical, split_list
@@ -16,6 +17,7 @@ __all__ = [
     "KEEPALIVE",
     "MAGIC_COOKIE",
     "CSeq",
+    "Edit",
     "Framed",
     "FramingError",
     "KeepAlive",

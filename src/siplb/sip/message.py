@@ -93,7 +93,10 @@ class Message:
         return list(self._keys)
 
     def has(self, name: bytes) -> bool:
-        return canonical(name) in self._keys
+        index = self._index
+        if index is None:
+            index = self._index = first_positions(self._keys)
+        return canonical(name) in index
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the first header line called ``name`` (any case, compact or long)."""
@@ -115,11 +118,25 @@ class Message:
     def get_all(self, name: bytes) -> list[bytes]:
         """Every line's value for ``name``, one entry per header line."""
         key = canonical(name)
-        return [
-            unfold(value).strip(b" \t")
-            for k, value in zip(self._keys, self._values, strict=True)
-            if k == key
-        ]
+        index = self._index
+        if index is None:
+            index = self._index = first_positions(self._keys)
+        i = index.get(key)
+        if i is None:
+            return []
+        keys = self._keys
+        values = self._values
+        out: list[bytes] = []
+        left = keys.count(key)
+        while True:
+            value = values[i]
+            if 10 in value:  # LF: a folded line
+                value = unfold(value)
+            out.append(value.strip(b" \t"))
+            left -= 1
+            if not left:
+                return out
+            i = keys.index(key, i + 1)
 
     def values(self, name: bytes) -> list[bytes]:
         """Every element of a list header, across lines and commas (RFC 3261 7.3.1).
@@ -128,7 +145,10 @@ class Message:
         """
         out: list[bytes] = []
         for value in self.get_all(name):
-            out.extend(part for part in split_elements(value) if part)
+            if 0x2C in value:  # ","
+                out.extend([part for part in split_elements(value) if part])
+            elif value:
+                out.append(value)
         return out
 
     def count(self, name: bytes) -> int:
@@ -355,8 +375,7 @@ class Request(Message):
 
     def with_uri(self, uri: bytes) -> Request:
         """The same request with another Request-URI (RFC 3261 16.6 step 2)."""
-        if not uri or _URI_BAD_RE.search(uri):
-            raise LocalProtocolError(f"not a Request-URI: {uri!r}")
+        _uri_checked(uri)
         raw = self._raw
         start = b" ".join((self.method.encode("ascii"), uri, self.version))
         out = make_request(
@@ -476,6 +495,12 @@ def first_positions(keys: list[bytes]) -> dict[bytes, int]:
 
 # Request-URI: no white space, controls or non-ASCII (RFC 4475 3.1.2.7, 3.1.2.8).
 _URI_BAD_RE: Final = re.compile(rb"[\x00-\x20\x7f-\xff]")
+
+
+def _uri_checked(uri: bytes) -> bytes:
+    if not uri or _URI_BAD_RE.search(uri):
+        raise LocalProtocolError(f"not a Request-URI: {uri!r}")
+    return uri
 
 
 def _assemble(start: bytes, names: list[bytes], values: list[bytes], body: bytes) -> bytes:

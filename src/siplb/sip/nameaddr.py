@@ -52,8 +52,28 @@ class NameAddr:
 _BARE_BAD_RE: Final = re.compile(rb"[,;?]")
 
 
+# Parsed values by their bytes, as for URIs (``uri._PARSED``): Contact, Route and Record-Route
+# values repeat on every message of a dialog, From and To on every message of a transaction.
+# Only values that parse are kept; the table is emptied when full. A ``NameAddr`` is frozen and
+# its ``params`` are never changed in place, so the values can be shared.
+_PARSED: Final[dict[bytes, NameAddr]] = {}
+_PARSED_MAX: Final = 4096
+_PARSED_MAX_BYTES: Final = 512
+
+
 def parse_name_addr(value: bytes) -> NameAddr:
     """Parse one name-addr or addr-spec with its header parameters."""
+    addr = _PARSED.get(value)
+    if addr is None:
+        addr = _parse_name_addr(value)
+        if len(value) <= _PARSED_MAX_BYTES:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[value] = addr
+    return addr
+
+
+def _parse_name_addr(value: bytes) -> NameAddr:
     if b"\n" in value:
         value = unfold(value)
     value = value.strip(b" \t")

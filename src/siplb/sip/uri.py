@@ -112,8 +112,28 @@ class OpaqueUri:
 Uri = SipUri | OpaqueUri
 
 
+# Parsed URIs by their bytes: a proxy reads the same few URIs over and over (every Contact,
+# Route and Request-URI of a dialog, the From/To URIs of a trunk). Only URIs that parse are kept,
+# and the table is emptied when full, so no input can make it grow without limit. The values are
+# shared: a ``SipUri`` is frozen and its ``params`` are never changed in place (edits copy them).
+_PARSED: Final[dict[bytes, Uri]] = {}
+_PARSED_MAX: Final = 4096
+_PARSED_MAX_BYTES: Final = 512
+
+
 def parse_uri(raw: bytes) -> Uri:
     """Parse a URI; ``ParseError`` on a malformed SIP/SIPS URI or a missing scheme."""
+    uri = _PARSED.get(raw)
+    if uri is None:
+        uri = _parse_uri(raw)
+        if len(raw) <= _PARSED_MAX_BYTES:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[raw] = uri
+    return uri
+
+
+def _parse_uri(raw: bytes) -> Uri:
     colon = raw.find(b":")
     if colon <= 0 or not _SCHEME_RE.fullmatch(raw, 0, colon):
         raise ParseError("URI has no scheme")

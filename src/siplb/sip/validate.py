@@ -58,13 +58,7 @@ def validate_response(response: Response) -> None:
 
 
 def _check_common(message: Message) -> None:
-    keys = message.header_names()
-    for name in MANDATORY:
-        if name not in keys:
-            raise ParseError(f"missing mandatory header {name.decode()}")
-    for name in SINGLETONS:
-        if keys.count(name) > 1:
-            raise ParseError(f"{name.decode()} appears more than once")
+    _check_names(message._keys)
     message.cseq  # noqa: B018 - parses and checks the value
     call_id = message.call_id
     if not call_id or _CALL_ID_RE.fullmatch(call_id) is None:
@@ -75,6 +69,28 @@ def _check_common(message: Message) -> None:
             raise ParseError("Via branch is the magic cookie alone")
     for name in (b"from", b"to"):
         message.name_addr(name)
+
+
+# Sequences of header names found complete (``_check_names``), by identity: the parser shares
+# one list per sequence of names, so a proxy checks each kind of message once. Each list is kept
+# with its id so that the id cannot be reused while it is here; the table is emptied when full.
+_NAMES_OK: Final[dict[int, list[bytes]]] = {}
+_NAMES_OK_MAX: Final = 1024
+
+
+def _check_names(keys: list[bytes]) -> None:
+    """Mandatory headers present, singleton headers not repeated (RFC 3261 8.1.1, 7.3.1)."""
+    if _NAMES_OK.get(id(keys)) is keys:
+        return
+    for name in MANDATORY:
+        if name not in keys:
+            raise ParseError(f"missing mandatory header {name.decode()}")
+    for name in SINGLETONS:
+        if keys.count(name) > 1:
+            raise ParseError(f"{name.decode()} appears more than once")
+    if len(_NAMES_OK) >= _NAMES_OK_MAX:
+        _NAMES_OK.clear()
+    _NAMES_OK[id(keys)] = keys
 
 
 def _check_addresses(message: Message, name: bytes) -> None:
