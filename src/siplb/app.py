@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import ipaddress
 import logging
 import signal
@@ -525,11 +526,29 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+# Full collections of the cycle collector: every 100th collection of the middle generation
+# (CPython's default is every 10th), on top of CPython's own rule (only once a quarter more
+# objects survived since the last one). A full collection walks every live transaction: at
+# 500 calls/s, with the default, one of 100-200 ms every 15 s; with this, the longest pause
+# measured in a minute was 32 ms (README, Performance). The core leaves no reference cycles
+# behind a call, so the young generations free what little cyclic garbage there is.
+GC_THRESHOLDS = (700, 10, 100)
+
+
+def tune_gc() -> None:
+    """After start-up: freeze what start-up made (modules, config, the admin app) so that no
+    collection walks it again, and make full collections rarer (``GC_THRESHOLDS``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(config_path: Path) -> int:
     """``siplb run``: run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     config = load_config(config_path)
     balancer = Balancer(config, admin=True, config_path=config_path)
     await balancer.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

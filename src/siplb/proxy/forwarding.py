@@ -8,6 +8,7 @@ fixed target. The best final response goes upstream (16.7 step 6), 2xx always at
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from siplb.dispatch import Destination, NoDestination
@@ -279,7 +280,13 @@ _NOTHING_TRIED: frozenset[str] = frozenset()
 
 def _target_of(destination: Destination) -> Target:
     spec = destination.spec
-    return Target(spec.transport, spec.host, spec.port)
+    return _target(spec.transport, spec.host, spec.port)
+
+
+@lru_cache(maxsize=1024)
+def _target(transport: str, host: str, port: int) -> Target:
+    """One ``Target`` per destination address, shared by every transaction sent there."""
+    return Target(transport, host, port)
 
 
 def _rank(response: Response) -> tuple[int, int]:

@@ -166,6 +166,7 @@ class ServerTransaction:
         if self.state is TxState.COMPLETED and self.invite:
             self.state = TxState.CONFIRMED
             self._g_at = None
+            self._last = None  # Confirmed only absorbs ACK retransmissions (Timer I)
             if self.source.reliable:
                 self._terminate()
             else:

@@ -93,10 +93,8 @@ class Message:
         return list(self._keys)
 
     def has(self, name: bytes) -> bool:
-        index = self._index
-        if index is None:
-            index = self._index = first_positions(self._keys)
-        return canonical(name) in index
+        index = self._index  # the parser's, shared; an edited message searches its short list
+        return canonical(name) in (self._keys if index is None else index)
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the first header line called ``name`` (any case, compact or long)."""
