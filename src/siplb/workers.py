@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from siplb.app import Balancer
+from siplb.app import Balancer, tune_gc
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import State
 from siplb.io.shared import SharedCallCounts
@@ -298,6 +298,7 @@ async def serve_worker(
         config, worker=worker, sockets=sockets, counts=counts, config_path=config_path
     )
     await balancer.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
