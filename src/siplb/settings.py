@@ -54,6 +54,7 @@ class ListenerSettings:
     recv_buffer: int = 4 * MIB  # SO_RCVBUF, UDP only
     tls: TlsFiles | None = None  # set exactly when transport == "tls"
     verify_client: bool = False  # TLS: require a client certificate signed by tls.ca
+    name: str | None = None  # for [[acl]] listeners = [...]
 
     @property
     def address(self) -> tuple[str, int]:
@@ -108,6 +109,7 @@ class ProxySettings:
     max_call_rate: float = 0.0  # new calls (initial INVITEs) admitted per second; 0: no limit
     overload_backlog: float = 0.25  # receive-buffer fill (0-1) from which new calls get 503; 0: off
     workers: int = 1  # processes sharing the UDP listeners (SO_REUSEPORT); 1: one process
+    bye_unconfirmed: bool = False  # a 2xx never ACKed (64*T1): BYE to both sides, not only forget
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +137,20 @@ class TlsClientSettings:
 
 @dataclass(frozen=True, slots=True)
 class TcpSettings:
+    """``[tcp]``: stream connections (TCP and TLS). Every count a peer can grow has a bound."""
+
     idle_timeout: float = 600.0
     connect_timeout: float = 2.0
-    max_connections: int = 10000
+    max_connections: int = 10000  # inbound (accepted) connections in total
+    max_outbound: int = 10000  # connections we open, counted apart from inbound ones
+    max_per_source: int = 100  # inbound connections from one IP address
+    header_timeout: float = 10.0  # a started message's header block must be complete by then
+    message_timeout: float = 30.0  # a started message must be complete (body too) by then
+    max_buffered: int = 64 * MIB  # unframed bytes held over all connections
+    tls_handshake_timeout: float = 5.0
+
+
+Malformed = Literal["reply", "drop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +158,95 @@ class LimitsSettings:
     max_message_size: int = 65535
     max_headers: int = 256
     max_line_length: int = 8192
+    malformed: Malformed = "reply"  # a request that does not parse: one stateless 400, or nothing
+    max_transactions: int = 20000  # server transactions awaiting their final answer, in total
+    max_transactions_per_source: int = 1000  # the same, from one source IP address
+
+
+AclAction = Literal["allow", "deny"]
+ScannerAction = Literal["drop", "reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class AclRule:
+    """One ``[[acl]]`` table: the first rule that matches a request decides (allow or deny).
+    ``methods`` and ``listeners`` (listener names) None match anything."""
+
+    action: AclAction
+    sources: tuple[IPNetwork, ...]
+    methods: frozenset[str] | None = None
+    listeners: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateSettings:
+    """``[protection.rate]``: per-source budgets in the manner of Kamailio's pike module."""
+
+    enabled: bool = True
+    window: float = 1.0  # seconds per sampling window
+    invite: int = 250  # initial INVITEs per source per window
+    register: int = 250  # REGISTERs per source per window
+    other: int = 1000  # every other request per source per window
+    ban_time: float = 60.0  # first ban; each repeat offence doubles it (decaying score)
+    max_ban_time: float = 3600.0
+    score_half_life: float = 600.0  # an offender's score halves in this time
+    max_sources: int = 100_000  # sources tracked at once (oldest forgotten first)
+
+
+DEFAULT_SCANNER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "vaxsipuseragent",
+    "sip-scan",
+    "sipsak",
+    "iWar",
+    "sundayddr",
+    "pplsip",
+    "smap",
+    "sipptk",
+    "VoIPSCAN",
+    "SIPScan",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerSettings:
+    """``[protection.scanners]``: scanner signatures, extension enumeration, REGISTER guessing."""
+
+    enabled: bool = True
+    action: ScannerAction = "drop"  # drop silently, or answer 403 once
+    user_agents: tuple[str, ...] = DEFAULT_SCANNER_AGENTS  # case-insensitive substrings
+    from_patterns: tuple[re.Pattern[str], ...] = ()  # searched in the From header's value
+    ban_time: float = 3600.0
+    max_failed_users: int = 20  # distinct To users refused (401/403/404/407/484) per window
+    failed_users_window: float = 10.0
+    max_register_failures: int = 10  # REGISTERs refused in a row from one source
+
+
+@dataclass(frozen=True, slots=True)
+class NftablesSettings:
+    """``[protection.nftables]``: push bans into kernel sets with timeouts (needs CAP_NET_ADMIN)."""
+
+    enabled: bool = False
+    table: str = "siplb"  # an inet table
+    set4: str = "banned4"
+    set6: str = "banned6"
+    create: bool = True  # create the table, the sets and a drop rule if they are missing
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionSettings:
+    """``[protection]`` and ``[[acl]]``: the admission stage before any transaction."""
+
+    trusted: tuple[IPNetwork, ...] = ()  # peers treated like destinations (exempt, may relay)
+    acl: tuple[AclRule, ...] = ()
+    blocklist: Path | None = None  # one network per line ("#" comments); read at start and reload
+    blocked: tuple[IPNetwork, ...] = ()  # the blocklist file's networks, as last read
+    rate: RateSettings = field(default_factory=RateSettings)
+    scanners: ScannerSettings = field(default_factory=ScannerSettings)
+    nftables: NftablesSettings = field(default_factory=NftablesSettings)
+    passive_methods: frozenset[str] = frozenset({"INVITE"})  # whose timeouts count against health
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +261,8 @@ class AdminSettings:
     port: int = 8080
     token: str | None = None
     token_file: Path | None = None
+    enabled: bool = True  # False when the file has no [admin] table: no API at all
+    hosts: tuple[str, ...] = ()  # accepted Host header names; () = the listen address, localhost
 
     @property
     def address(self) -> tuple[str, int]:
@@ -181,6 +285,7 @@ class Config:
     admin: AdminSettings = field(default_factory=AdminSettings)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     tls: TlsClientSettings = field(default_factory=TlsClientSettings)
+    protection: ProtectionSettings = field(default_factory=ProtectionSettings)
     source: str = "<string>"  # the file's path, or what the caller named the text
     digest: str = ""  # sha256 hex of the file's bytes
 
