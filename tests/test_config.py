@@ -31,7 +31,16 @@ from siplb.config import (
     parse_config,
 )
 from siplb.config.build import build_config
+from siplb.config.protection import MAX_LINE_PROBLEMS, parse_blocklist
 from siplb.dispatch.spec import Algorithm, DestinationSpec, HashKey, HealthSettings, SetSpec
+from siplb.settings import (
+    DEFAULT_SCANNER_AGENTS,
+    AclRule,
+    NftablesSettings,
+    ProtectionSettings,
+    RateSettings,
+    ScannerSettings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors" / "config"
@@ -119,7 +128,27 @@ def test_defaults() -> None:
     assert config.tcp == TcpSettings(idle_timeout=600, connect_timeout=2.0, max_connections=10000)
     assert config.limits == LimitsSettings(65535, 256, 8192)
     assert config.log == LogSettings("info", "human")
-    assert config.admin == AdminSettings("127.0.0.1", 8080, None, None)
+    # No [admin] table: no admin API.
+    assert config.admin == AdminSettings("127.0.0.1", 8080, None, None, enabled=False)
+    assert config.listeners[0].name is None
+
+
+def test_defaults_equal_the_dataclass_defaults() -> None:
+    config = parse_config(MINIMAL)
+    assert config.tcp == TcpSettings()
+    assert config.limits == LimitsSettings()
+    assert config.proxy == ProxySettings()
+    assert config.admin == dataclasses.replace(AdminSettings(), enabled=False)
+    assert config.protection == ProtectionSettings()
+    assert config.protection.scanners.user_agents == DEFAULT_SCANNER_AGENTS
+    # Every table given but empty: the same defaults, and an empty [admin] turns the API on.
+    empty = parse_config(
+        MINIMAL + "[tcp]\n[limits]\n[admin]\n[protection]\n[protection.rate]\n"
+        "[protection.scanners]\n[protection.nftables]\n"
+    )
+    assert (empty.tcp, empty.limits) == (TcpSettings(), LimitsSettings())
+    assert empty.admin == AdminSettings()
+    assert empty.protection == ProtectionSettings()
 
 
 def test_example_file_loads() -> None:
@@ -128,6 +157,9 @@ def test_example_file_loads() -> None:
     assert config.source == str(path)
     assert config.digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert [spec.name for spec in config.sets] == ["pbx", "registrar", "trunks"]
+    assert [listener.name for listener in config.listeners] == ["public", "public-tcp", None]
+    assert config.admin.enabled
+    assert config.protection == ProtectionSettings()  # it documents the defaults
     assert config.default_set == "pbx"
     assert len(config.listeners) == 3
     assert len(config.routes) == 3
@@ -887,6 +919,9 @@ _KEYS = sorted(
     | {"algorithm", "hash_key", "destinations", "uri", "weight", "priority", "max_calls", "attrs"}
     | {"set", "method", "ruri_user", "ruri_domain", "source", "interval", "timeout", "t1", "t2"}
     | {"dead_codes", "failover_codes", "node_id", "listen", "token", "token_file", "level"}
+    | {"protection", "acl", "trusted", "blocklist", "passive_methods", "rate", "scanners"}
+    | {"nftables", "action", "hosts", "user_agents", "extra_user_agents", "from_patterns"}
+    | {"ban_time", "max_ban_time", "set4", "set6", "malformed", "max_transactions"}
 )
 _SCALARS = (
     st.booleans()
@@ -989,3 +1024,664 @@ def test_tls_client_settings_and_client_verification(tmp_path: Path) -> None:
     assert_problems(
         problems_of(without_ca, base_dir=tmp_path), [("listen[0].verify_client", "needs ca")]
     )
+
+
+# --- stream and message limits, listener names, [admin] hosts ------------------------------------
+
+NAMED = '[[listen]]\nname = "pub"\naddress = "127.0.0.1:5060"\n' + SET
+
+# (id, text after MINIMAL, the settings read, what they must equal)
+SECTION_CASES: list[tuple[str, str, Any, Any]] = [
+    (
+        "tcp",
+        "[tcp]\nmax_connections = 50\nmax_outbound = 60\nmax_per_source = 5\n"
+        "header_timeout = 2\nmessage_timeout = 2\nmax_buffered = 1048576\n"
+        "tls_handshake_timeout = 1.5\n",
+        lambda c: c.tcp,
+        TcpSettings(600.0, 2.0, 50, 60, 5, 2.0, 2.0, 1024 * 1024, 1.5),
+    ),
+    (
+        "limits",
+        '[limits]\nmalformed = "drop"\nmax_transactions = 10\nmax_transactions_per_source = 10\n',
+        lambda c: c.limits,
+        LimitsSettings(malformed="drop", max_transactions=10, max_transactions_per_source=10),
+    ),
+    ("limits reply", '[limits]\nmalformed = "reply"\n', lambda c: c.limits.malformed, "reply"),
+    (
+        "small total, per source given",
+        "[limits]\nmax_transactions = 50\nmax_transactions_per_source = 5\n",
+        lambda c: (c.limits.max_transactions, c.limits.max_transactions_per_source),
+        (50, 5),
+    ),
+    ("empty admin", "[admin]\n", lambda c: c.admin, AdminSettings()),
+    (
+        "admin hosts",
+        '[admin]\nhosts = ["Siplb.Example.NET.", "127.0.0.1", "[::1]", "2001:DB8:0::1", "localhost"]\n',
+        lambda c: c.admin.hosts,
+        ("siplb.example.net", "127.0.0.1", "::1", "2001:db8::1", "localhost"),
+    ),
+    (
+        "admin hosts once each",
+        '[admin]\nhosts = ["a.example", "A.example"]\n',
+        lambda c: c.admin.hosts,
+        ("a.example",),
+    ),
+    (
+        "trusted and passive methods",
+        '[protection]\ntrusted = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]\n'
+        'passive_methods = ["INVITE", "OPTIONS"]\n',
+        lambda c: (c.protection.trusted, c.protection.passive_methods),
+        (
+            (ip_network("10.0.0.0/8"), ip_network("2001:db8::/32"), ip_network("192.0.2.7/32")),
+            frozenset({"INVITE", "OPTIONS"}),
+        ),
+    ),
+    (
+        "one passive method",
+        '[protection]\npassive_methods = "BYE"\n',
+        lambda c: c.protection.passive_methods,
+        frozenset({"BYE"}),
+    ),
+    (
+        "rate",
+        "[protection.rate]\nenabled = false\nwindow = 2\ninvite = 10\nregister = 20\nother = 30\n"
+        "ban_time = 5\nmax_ban_time = 5\nscore_half_life = 60\nmax_sources = 7\n",
+        lambda c: c.protection.rate,
+        RateSettings(False, 2.0, 10, 20, 30, 5.0, 5.0, 60.0, 7),
+    ),
+    (
+        "scanners",
+        '[protection.scanners]\nenabled = false\naction = "reply"\nban_time = 60\n'
+        "max_failed_users = 3\nfailed_users_window = 1.5\nmax_register_failures = 2\n",
+        lambda c: c.protection.scanners,
+        ScannerSettings(False, "reply", DEFAULT_SCANNER_AGENTS, (), 60.0, 3, 1.5, 2),
+    ),
+    (
+        "nftables",
+        '[protection.nftables]\nenabled = true\ntable = "edge"\nset4 = "bad_v4"\nset6 = "bad_v6"\n'
+        "create = false\n",
+        lambda c: c.protection.nftables,
+        NftablesSettings(True, "edge", "bad_v4", "bad_v6", False),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "read", "expected"),
+    [case[1:] for case in SECTION_CASES],
+    ids=[case[0] for case in SECTION_CASES],
+)
+def test_section_values(text: str, read: Any, expected: Any) -> None:
+    assert read(parse_config(MINIMAL + text)) == expected
+
+
+# (id, [protection.scanners] keys, user_agents expected)
+USER_AGENT_CASES = [
+    ("defaults", "", DEFAULT_SCANNER_AGENTS),
+    ("replaced", 'user_agents = ["evil", "worse"]', ("evil", "worse")),
+    ("none at all", "user_agents = []", ()),
+    ("added", 'extra_user_agents = ["evil"]', (*DEFAULT_SCANNER_AGENTS, "evil")),
+    ("added to replaced", 'user_agents = ["a"]\nextra_user_agents = ["b", "a"]', ("a", "b")),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"), [c[1:] for c in USER_AGENT_CASES], ids=[c[0] for c in USER_AGENT_CASES]
+)
+def test_scanner_user_agents(keys: str, expected: tuple[str, ...]) -> None:
+    config = parse_config(MINIMAL + f"[protection.scanners]\n{keys}\n")
+    assert config.protection.scanners.user_agents == expected
+
+
+def test_scanner_from_patterns_ignore_case() -> None:
+    text = MINIMAL + '[protection.scanners]\nfrom_patterns = ["^\\"?sipvicious", "@1\\\\.2"]\n'
+    patterns = parse_config(text).protection.scanners.from_patterns
+    assert [p.pattern for p in patterns] == ['^"?sipvicious', "@1\\.2"]
+    assert patterns[0].search('"SIPVicious" <sip:100@192.0.2.1>') is not None
+    assert patterns[1].search("<sip:100@1x2>") is None
+
+
+def test_listener_names() -> None:
+    text = (
+        '[[listen]]\nname = "public.udp-1"\naddress = "127.0.0.1:5060"\n'
+        '[[listen]]\naddress = "127.0.0.1:5061"\n'
+        f'[[listen]]\nname = "{"x" * 32}"\naddress = "127.0.0.1:5062"\n' + SET
+    )
+    names = [listener.name for listener in parse_config(text).listeners]
+    assert names == ["public.udp-1", None, "x" * 32]
+
+
+# --- [[acl]] -------------------------------------------------------------------------------------
+
+ACL = (
+    '[[acl]]\naction = "allow"\nsource = ["192.0.2.0/24"]\nmethod = "REGISTER"\n'
+    '[[acl]]\naction = "deny"\nsource = ["0.0.0.0/0", "::/0"]\nmethod = ["REGISTER", "SUBSCRIBE"]\n'
+    'listen = ["pub"]\n'
+    '[[acl]]\naction = "allow"\nsource = ["0.0.0.0/0"]\n'
+)
+
+
+def test_acl_rules_in_order() -> None:
+    config = parse_config(NAMED + ACL)
+    assert config.protection.acl == (
+        AclRule("allow", (ip_network("192.0.2.0/24"),), frozenset({"REGISTER"})),
+        AclRule(
+            "deny",
+            (ip_network("0.0.0.0/0"), ip_network("::/0")),
+            frozenset({"REGISTER", "SUBSCRIBE"}),
+            frozenset({"pub"}),
+        ),
+        AclRule("allow", (ip_network("0.0.0.0/0"),)),
+    )
+    assert config.protection == ProtectionSettings(acl=config.protection.acl)
+
+
+# --- the blocklist file ---------------------------------------------------------------------------
+
+BLOCKLIST_CASES = [
+    ("empty", "", ()),
+    ("comments and blanks", "# nothing yet\n\n   \n# 10.0.0.0/8\n", ()),
+    (
+        "networks and addresses",
+        "198.51.100.0/24\n  203.0.113.7  \n2001:db8:bad::/48 # a comment\r\n::1\n",
+        ("198.51.100.0/24", "203.0.113.7/32", "2001:db8:bad::/48", "::1/128"),
+    ),
+    ("each once", "198.51.100.0/24\n198.51.100.0/24\n", ("198.51.100.0/24",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in BLOCKLIST_CASES], ids=[c[0] for c in BLOCKLIST_CASES]
+)
+def test_blocklist_file(text: str, expected: tuple[str, ...], tmp_path: Path) -> None:
+    (tmp_path / "blocked.txt").write_text(text)
+    path = tmp_path / "siplb.toml"
+    path.write_text(MINIMAL + '[protection]\nblocklist = "blocked.txt"\n')
+    protection = load_config(path).protection
+    assert protection.blocklist == tmp_path / "blocked.txt"
+    assert protection.blocked == tuple(ip_network(net) for net in expected)
+
+
+BAD_BLOCKLIST_CASES = [
+    (
+        "host bits",
+        "10.0.0.0/8\n# fine\n192.168.1.1/24\n",
+        ["blocked.txt line 3: '192.168.1.1/24' has host bits set"],
+    ),
+    (
+        "not a network",
+        "\n\nevil.example\n",
+        ["blocked.txt line 3: 'evil.example' is not an IPv4 or IPv6"],
+    ),
+    (
+        "two bad lines",
+        "1.2.3.4/33\n10.0.0.0/8\n::g\n",
+        ["blocked.txt line 1: '1.2.3.4/33'", "blocked.txt line 3: '::g'"],
+    ),
+    (
+        "many bad lines",
+        "bad\n" * (MAX_LINE_PROBLEMS + 5),
+        [*(f"line {n}:" for n in range(1, MAX_LINE_PROBLEMS + 1)), "5 more bad lines"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "messages"),
+    [c[1:] for c in BAD_BLOCKLIST_CASES],
+    ids=[c[0] for c in BAD_BLOCKLIST_CASES],
+)
+def test_bad_blocklist_lines(text: str, messages: list[str], tmp_path: Path) -> None:
+    (tmp_path / "blocked.txt").write_text(text)
+    found = problems_of(MINIMAL + '[protection]\nblocklist = "blocked.txt"\n', base_dir=tmp_path)
+    assert [path for path, _ in found] == ["protection.blocklist"] * len(messages)
+    for (_, message), expected in zip(found, messages, strict=True):
+        assert expected in message, (message, expected)
+
+
+def test_missing_or_unreadable_blocklist(tmp_path: Path) -> None:
+    text = MINIMAL + '[protection]\nblocklist = "blocked.txt"\n'
+    found = problems_of(text, base_dir=tmp_path)
+    assert found == [("protection.blocklist", f"no such file: {str(tmp_path / 'blocked.txt')!r}")]
+    (tmp_path / "blocked.txt").write_bytes(b"10.0.0.0/8 # caf\xe9\n")
+    assert_problems(problems_of(text, base_dir=tmp_path), [("protection.blocklist", "not UTF-8")])
+
+
+def test_parse_blocklist_reports_line_numbers() -> None:
+    networks, bad = parse_blocklist("10.0.0.0/8\nx\n\n# y\n10.0.0.0/33\n")
+    assert networks == (ip_network("10.0.0.0/8"),)
+    assert [number for number, _ in bad] == [2, 5]
+
+
+# --- new keys, one problem at a time -------------------------------------------------------------
+
+RATE = MINIMAL + "[protection.rate]\n"
+SCANNERS = MINIMAL + "[protection.scanners]\n"
+NFT = MINIMAL + "[protection.nftables]\n"
+ACL_ANY = '[[acl]]\naction = "deny"\nsource = ["0.0.0.0/0"]\n'
+
+NEW_PROBLEM_CASES = [
+    # [[listen]] name
+    (
+        "listener name with a space",
+        LISTEN + 'name = "my port"\n' + SET,
+        [("listen[0].name", "not a valid listener name")],
+    ),
+    (
+        "listener name too long",
+        LISTEN + f'name = "{"x" * 33}"\n' + SET,
+        [("listen[0].name", "1 to 32")],
+    ),
+    (
+        "listener name not a string",
+        LISTEN + "name = 1\n" + SET,
+        [("listen[0].name", "expected a string")],
+    ),
+    (
+        "duplicate listener name",
+        NAMED + '[[listen]]\nname = "pub"\naddress = "127.0.0.1:5062"\n',
+        [("listen[1].name", "listener 'pub' is already defined by listen[0]")],
+    ),
+    # [tcp]
+    (
+        "max_outbound 0",
+        MINIMAL + "[tcp]\nmax_outbound = 0\n",
+        [("tcp.max_outbound", "greater than or equal to 1")],
+    ),
+    (
+        "max_per_source 0",
+        MINIMAL + "[tcp]\nmax_per_source = 0\n",
+        [("tcp.max_per_source", "greater than or equal to 1")],
+    ),
+    (
+        "header_timeout 0",
+        MINIMAL + "[tcp]\nheader_timeout = 0\n",
+        [("tcp.header_timeout", "greater than 0")],
+    ),
+    (
+        "tls_handshake_timeout negative",
+        MINIMAL + "[tcp]\ntls_handshake_timeout = -1\n",
+        [("tcp.tls_handshake_timeout", "greater than 0")],
+    ),
+    (
+        "max_buffered below 1 MiB",
+        MINIMAL + "[tcp]\nmax_buffered = 1048575\n",
+        [("tcp.max_buffered", "greater than or equal to 1048576")],
+    ),
+    (
+        "message before header timeout",
+        MINIMAL + "[tcp]\nheader_timeout = 20\nmessage_timeout = 10\n",
+        [("tcp.message_timeout", "must be at least header_timeout (20)")],
+    ),
+    (
+        "message timeout below the default header timeout",
+        MINIMAL + "[tcp]\nmessage_timeout = 5\n",
+        [("tcp.message_timeout", "must be at least header_timeout (10, its default)")],
+    ),
+    (
+        "header timeout above the default message timeout",
+        MINIMAL + "[tcp]\nheader_timeout = 60\n",
+        [("tcp.header_timeout", "must not exceed message_timeout (30, its default)")],
+    ),
+    # [limits]
+    (
+        "bad malformed",
+        MINIMAL + '[limits]\nmalformed = "ignore"\n',
+        [("limits.malformed", "'reply' or 'drop'")],
+    ),
+    (
+        "max_transactions 0",
+        MINIMAL + "[limits]\nmax_transactions = 0\n",
+        [("limits.max_transactions", "greater than or equal to 1")],
+    ),
+    (
+        "per source 0",
+        MINIMAL + "[limits]\nmax_transactions_per_source = 0\n",
+        [("limits.max_transactions_per_source", "greater than or equal to 1")],
+    ),
+    (
+        "per source above total",
+        MINIMAL + "[limits]\nmax_transactions = 100\nmax_transactions_per_source = 200\n",
+        [("limits.max_transactions_per_source", "must not exceed max_transactions (100)")],
+    ),
+    (
+        "total below the default per source",
+        MINIMAL + "[limits]\nmax_transactions = 500\n",
+        [
+            (
+                "limits.max_transactions",
+                "must be at least max_transactions_per_source (1000, its default)",
+            )
+        ],
+    ),
+    # [admin] hosts
+    (
+        "admin host with port",
+        MINIMAL + '[admin]\nhosts = ["siplb.example.net:8080"]\n',
+        [("admin.hosts[0]", "did you mean 'siplb.example.net'?")],
+    ),
+    (
+        "admin host bad name",
+        MINIMAL + '[admin]\nhosts = ["ok.example", "bad_name!"]\n',
+        [("admin.hosts[1]", "not a DNS name or an IP address")],
+    ),
+    (
+        "admin host bad ipv4",
+        MINIMAL + '[admin]\nhosts = ["300.1.1.1"]\n',
+        [("admin.hosts[0]", "not a DNS name or an IP address")],
+    ),
+    (
+        "admin host bad ipv6",
+        MINIMAL + '[admin]\nhosts = ["[::1]:8080"]\n',
+        [("admin.hosts[0]", "not a valid IPv6 address")],
+    ),
+    (
+        "admin hosts empty",
+        MINIMAL + "[admin]\nhosts = []\n",
+        [("admin.hosts", "an empty list accepts no request")],
+    ),
+    (
+        "admin hosts a string",
+        MINIMAL + '[admin]\nhosts = "localhost"\n',
+        [("admin.hosts", "expected an array")],
+    ),
+    ("admin not a table", 'admin = "on"\n' + MINIMAL, [("admin", "expected a table")]),
+    # [protection]
+    (
+        "trusted host bits",
+        MINIMAL + '[protection]\ntrusted = ["10.0.0.1/8"]\n',
+        [("protection.trusted[0]", "did you mean '10.0.0.0/8'?")],
+    ),
+    (
+        "trusted not a list",
+        MINIMAL + '[protection]\ntrusted = "10.0.0.0/8"\n',
+        [("protection.trusted", "expected an array")],
+    ),
+    (
+        "empty blocklist name",
+        MINIMAL + '[protection]\nblocklist = ""\n',
+        [("protection.blocklist", "at least 1 character")],
+    ),
+    (
+        "passive method case",
+        MINIMAL + '[protection]\npassive_methods = ["invite"]\n',
+        [("protection.passive_methods", "did you mean 'INVITE'?")],
+    ),
+    (
+        "protection unknown table",
+        MINIMAL + "[protection.pike]\nenabled = true\n",
+        [("protection.pike", "unknown key")],
+    ),
+    (
+        "rate not a table",
+        MINIMAL + "[protection]\nrate = 5\n",
+        [("protection.rate", "expected a table")],
+    ),
+    ("protection not a table", "protection = []\n" + MINIMAL, [("protection", "expected a table")]),
+    # [protection.rate]
+    ("rate window 0", RATE + "window = 0\n", [("protection.rate.window", "greater than 0")]),
+    (
+        "rate invite 0",
+        RATE + "invite = 0\n",
+        [("protection.rate.invite", "greater than or equal to 1")],
+    ),
+    (
+        "rate register 0",
+        RATE + "register = 0\n",
+        [("protection.rate.register", "greater than or equal to 1")],
+    ),
+    (
+        "rate register a string",
+        RATE + 'register = "5"\n',
+        [("protection.rate.register", "expected an integer")],
+    ),
+    (
+        "rate other 0",
+        RATE + "other = 0\n",
+        [("protection.rate.other", "greater than or equal to 1")],
+    ),
+    ("rate ban_time 0", RATE + "ban_time = 0\n", [("protection.rate.ban_time", "greater than 0")]),
+    (
+        "rate half life negative",
+        RATE + "score_half_life = -1\n",
+        [("protection.rate.score_half_life", "greater than 0")],
+    ),
+    (
+        "rate max_sources 0",
+        RATE + "max_sources = 0\n",
+        [("protection.rate.max_sources", "greater than or equal to 1")],
+    ),
+    (
+        "rate enabled a string",
+        RATE + 'enabled = "no"\n',
+        [("protection.rate.enabled", "expected true or false")],
+    ),
+    (
+        "max ban below ban",
+        RATE + "ban_time = 600\nmax_ban_time = 60\n",
+        [("protection.rate.max_ban_time", "must be at least ban_time (600)")],
+    ),
+    (
+        "ban above the default max ban",
+        RATE + "ban_time = 7200\n",
+        [("protection.rate.ban_time", "must not exceed max_ban_time (3600, its default)")],
+    ),
+    # [protection.scanners]
+    (
+        "scanner action",
+        SCANNERS + 'action = "block"\n',
+        [("protection.scanners.action", "'drop' or 'reply'")],
+    ),
+    (
+        "empty user agent",
+        SCANNERS + 'user_agents = ["ok", ""]\n',
+        [("protection.scanners.user_agents[1]", "must not be empty")],
+    ),
+    (
+        "extra user agent not a string",
+        SCANNERS + "extra_user_agents = [1]\n",
+        [("protection.scanners.extra_user_agents[0]", "expected a string")],
+    ),
+    (
+        "bad from pattern",
+        SCANNERS + 'from_patterns = ["ok", "(x"]\n',
+        [("protection.scanners.from_patterns[1]", "invalid regular expression '(x'")],
+    ),
+    (
+        "scanner ban_time 0",
+        SCANNERS + "ban_time = 0\n",
+        [("protection.scanners.ban_time", "greater than 0")],
+    ),
+    (
+        "max_failed_users 0",
+        SCANNERS + "max_failed_users = 0\n",
+        [("protection.scanners.max_failed_users", "greater than or equal to 1")],
+    ),
+    (
+        "failed_users_window 0",
+        SCANNERS + "failed_users_window = 0\n",
+        [("protection.scanners.failed_users_window", "greater than 0")],
+    ),
+    (
+        "max_register_failures 0",
+        SCANNERS + "max_register_failures = 0\n",
+        [("protection.scanners.max_register_failures", "greater than or equal to 1")],
+    ),
+    # [protection.nftables]
+    (
+        "nft table with a dash",
+        NFT + 'table = "my-table"\n',
+        [("protection.nftables.table", "not a valid nftables name")],
+    ),
+    ("nft set too long", NFT + f'set4 = "{"s" * 33}"\n', [("protection.nftables.set4", "1 to 32")]),
+    (
+        "nft empty set",
+        NFT + 'set6 = ""\n',
+        [("protection.nftables.set6", "not a valid nftables name")],
+    ),
+    (
+        "nft same sets",
+        NFT + 'set4 = "banned"\nset6 = "banned"\n',
+        [("protection.nftables.set6", "must differ from set4 ('banned')")],
+    ),
+    (
+        "nft enabled a number",
+        NFT + "enabled = 1\n",
+        [("protection.nftables.enabled", "expected true or false")],
+    ),
+    # [[acl]]
+    (
+        "acl without action",
+        MINIMAL + '[[acl]]\nsource = ["0.0.0.0/0"]\n',
+        [("acl[0].action", "required")],
+    ),
+    (
+        "acl bad action",
+        MINIMAL + '[[acl]]\naction = "reject"\nsource = ["0.0.0.0/0"]\n',
+        [("acl[0].action", "'allow' or 'deny'")],
+    ),
+    ("acl without source", MINIMAL + '[[acl]]\naction = "deny"\n', [("acl[0].source", "required")]),
+    (
+        "acl empty source",
+        MINIMAL + '[[acl]]\naction = "deny"\nsource = []\n',
+        [("acl[0].source", "at least one network")],
+    ),
+    (
+        "acl source host bits",
+        MINIMAL + '[[acl]]\naction = "deny"\nsource = ["0.0.0.0/0", "10.1.0.0/8"]\n',
+        [("acl[0].source[1]", "did you mean '10.0.0.0/8'?")],
+    ),
+    (
+        "acl method case",
+        MINIMAL + ACL_ANY + 'method = "register"\n',
+        [("acl[0].method", "did you mean 'REGISTER'?")],
+    ),
+    (
+        "acl unknown listener",
+        NAMED + ACL_ANY + ACL_ANY + 'listen = ["pub", "private"]\n',
+        [("acl[1].listen", "no listener is named 'private' (names: 'pub')")],
+    ),
+    (
+        "acl listener none named",
+        MINIMAL + ACL_ANY + 'listen = ["pub"]\n',
+        [("acl[0].listen", "(names: none)")],
+    ),
+    (
+        "acl bad listener name",
+        NAMED + ACL_ANY + 'listen = ["my port"]\n',
+        [("acl[0].listen[0]", "not a valid listener name")],
+    ),
+    ("acl empty listen", NAMED + ACL_ANY + "listen = []\n", [("acl[0].listen", "never matches")]),
+    (
+        "acl unknown listener and no action",
+        NAMED + '[[acl]]\nsource = ["0.0.0.0/0"]\nlisten = ["nope"]\n',
+        [("acl[0].action", "required"), ("acl[0].listen", "no listener is named 'nope'")],
+    ),
+    ("acl not an array", 'acl = "deny"\n' + MINIMAL, [("acl", "expected an array")]),
+    ("acl rule not a table", 'acl = ["deny"]\n' + MINIMAL, [("acl[0]", "expected a table")]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [case[1:] for case in NEW_PROBLEM_CASES],
+    ids=[case[0] for case in NEW_PROBLEM_CASES],
+)
+def test_new_key_problem(text: str, expected: list[tuple[str, str]]) -> None:
+    assert_problems(problems_of(text), expected)
+
+
+NEW_UNKNOWN_KEY_CASES = [
+    ("protection", MINIMAL + "[protection]\ntrustd = []\n", "protection.trustd", "trusted"),
+    ("rate", RATE + "invites = 1\n", "protection.rate.invites", "invite"),
+    ("rate alias", RATE + "registr = 1\n", "protection.rate.registr", "register"),
+    ("scanners", SCANNERS + "user_agent = []\n", "protection.scanners.user_agent", "user_agents"),
+    ("nftables", NFT + "set_4 = 'x'\n", "protection.nftables.set_4", "set4"),
+    ("acl", MINIMAL + ACL_ANY + "methods = 'INVITE'\n", "acl[0].methods", "method"),
+    ("admin", MINIMAL + "[admin]\nhost = []\n", "admin.host", "hosts"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "suggestion"),
+    [case[1:] for case in NEW_UNKNOWN_KEY_CASES],
+    ids=[case[0] for case in NEW_UNKNOWN_KEY_CASES],
+)
+def test_new_unknown_key(text: str, path: str, suggestion: str) -> None:
+    assert problems_of(text) == [(path, f"unknown key: did you mean {suggestion!r}?")]
+
+
+def test_every_protection_problem_is_reported_at_once(tmp_path: Path) -> None:
+    (tmp_path / "blocked.txt").write_text("10.0.0.0/8\nnot-a-network\n")
+    text = (
+        NAMED
+        + "[limits]\nmax_transactions = 10\nmax_transactions_per_source = 20\n"
+        + '[protection]\ntrusted = ["x"]\nblocklist = "blocked.txt"\n'
+        + "[protection.rate]\ninvite = 0\n"
+        + '[protection.scanners]\naction = "kill"\n'
+        + '[protection.nftables]\ntable = "a b"\n'
+        + '[[acl]]\naction = "deny"\nsource = []\nlisten = ["nope"]\n'
+    )
+    assert_problems(
+        problems_of(text, base_dir=tmp_path),
+        [
+            ("limits.max_transactions_per_source", "must not exceed max_transactions (10)"),
+            ("protection.trusted[0]", "not an IPv4 or IPv6 network"),
+            ("protection.blocklist", "blocked.txt line 2"),
+            ("protection.rate.invite", "greater than or equal to 1"),
+            ("protection.scanners.action", "'drop' or 'reply'"),
+            ("protection.nftables.table", "not a valid nftables name"),
+            ("acl[0].source", "at least one network"),
+            ("acl[0].listen", "no listener is named 'nope'"),
+        ],
+    )
+
+
+def test_check_command_lists_every_problem(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from siplb.cli import main
+
+    path = tmp_path / "siplb.toml"
+    path.write_text(
+        MINIMAL
+        + '[protection]\nblocklist = "missing.txt"\n[tcp]\nmax_per_source = 0\n'
+        + '[[acl]]\naction = "deny"\nsource = ["0.0.0.0/0"]\nlisten = ["nope"]\n'
+    )
+    result = CliRunner().invoke(main, ["check", "-c", str(path)])
+    assert result.exit_code == 2
+    for problem_path in ("protection.blocklist", "tcp.max_per_source", "acl[0].listen"):
+        assert problem_path in result.output
+
+
+# --- the hardened example ------------------------------------------------------------------------
+
+
+def test_hardened_example_loads(tmp_path: Path) -> None:
+    # Its admin token file is not shipped: load a copy next to a token, as an operator would.
+    for name in ("hardened.toml", "blocked.txt"):
+        (tmp_path / name).write_bytes((ROOT / "examples" / name).read_bytes())
+    (tmp_path / "admin.token").write_text("s3cret\n")
+    config = load_config(tmp_path / "hardened.toml")
+    assert [listener.name for listener in config.listeners] == [
+        "public-udp",
+        "public-tcp",
+        "private",
+    ]
+    assert (config.admin.enabled, config.admin.host) == (True, "127.0.0.1")
+    assert config.admin.token_file == tmp_path / "admin.token"
+    assert "siplb.example.net" in config.admin.hosts
+    assert config.limits.malformed == "drop"
+    assert config.tcp.max_per_source < TcpSettings().max_per_source
+    protection = config.protection
+    assert protection.blocked == (
+        ip_network("198.51.100.0/24"),
+        ip_network("203.0.113.0/24"),
+        ip_network("2001:db8:bad::/48"),
+    )
+    assert [rule.action for rule in protection.acl] == ["allow", "deny", "allow"]
+    assert protection.acl[1].methods == frozenset({"REGISTER"})
+    assert protection.acl[1].listeners == frozenset({"public-udp", "public-tcp"})
+    assert protection.scanners.action == "drop"
+    assert protection.rate.enabled
+    assert not protection.nftables.enabled

@@ -3,18 +3,24 @@
 ``load_config(path)`` and ``parse_config(text)`` return a ``Config``; a bad config raises one
 ``ConfigError`` whose ``problems`` list every problem with the path of its key. Pydantic models
 (``schema``) check the file at the edge; what the rest of siplb sees are the frozen dataclasses
-of ``settings`` and ``siplb.dispatch.spec``.
+of ``settings`` and ``siplb.dispatch.spec``. Files the config names are found relative to its
+folder when it is loaded; the ``[protection]`` blocklist is read then too (``protection.py``).
 """
 
 from siplb.settings import (
+    AclRule,
     AdminSettings,
     Config,
     HostPort,
     LimitsSettings,
     ListenerSettings,
     LogSettings,
+    NftablesSettings,
+    ProtectionSettings,
     ProxySettings,
+    RateSettings,
     RouteRule,
+    ScannerSettings,
     TcpSettings,
     TlsFiles,
 )
@@ -25,6 +31,7 @@ from .loader import load_config, parse_config
 
 __all__ = [
     "DEFAULT_CONFIG_TOML",
+    "AclRule",
     "AdminSettings",
     "Config",
     "ConfigError",
@@ -32,9 +39,13 @@ __all__ = [
     "LimitsSettings",
     "ListenerSettings",
     "LogSettings",
+    "NftablesSettings",
     "Problem",
+    "ProtectionSettings",
     "ProxySettings",
+    "RateSettings",
     "RouteRule",
+    "ScannerSettings",
     "TcpSettings",
     "TlsFiles",
     "load_config",

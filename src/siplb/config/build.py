@@ -31,7 +31,9 @@ from siplb.settings import (
 )
 
 from .errors import ConfigError
+from .files import find_file
 from .problems import Loc, Problems
+from .protection import build_protection
 from .schema import (
     AdminModel,
     DestinationModel,
@@ -74,6 +76,7 @@ class _Builder:
         set_names = [table.get("name") for table in doc.sets]
         listeners = self._listeners(doc.listen)
         sets = self._sets(doc.sets)
+        listener_names = None if "listen" in self.broken else _names(doc.listen)
         return Config(
             listeners=listeners,
             sets=sets,
@@ -81,12 +84,15 @@ class _Builder:
             default_set=self._default_set(doc.default_set, set_names),
             health=self._health(doc.health),
             proxy=self._proxy(doc.proxy),
-            tcp=self._section(TcpModel, doc.tcp, "tcp", TcpSettings),
+            tcp=self._tcp(doc.tcp),
             limits=self._limits(doc.limits),
             log=self._section(LogModel, doc.log, "log", LogSettings),
             admin=self._admin(doc.admin),
             registrar=self._section(RegistrarModel, doc.registrar, "registrar", RegistrarSettings),
             tls=self._tls(doc.tls),
+            protection=build_protection(
+                doc.protection, doc.acl, listener_names, self.problems, self.base_dir
+            ),
             source=source,
             digest=digest,
         )
@@ -109,8 +115,16 @@ class _Builder:
             self.problems.add(("listen",), "at least one [[listen]] table is required")
         listeners: list[ListenerSettings] = []
         seen: dict[tuple[str, str, int], int] = {}
+        names: dict[str, int] = {}
         for index, table in enumerate(tables):
             model, broken = self.problems.validate_partial(ListenModel, table, ("listen", index))
+            if model is not None and model.name is not None:
+                if model.name in names:
+                    self.problems.add(
+                        ("listen", index, "name"),
+                        f"listener {model.name!r} is already defined by listen[{names[model.name]}]",
+                    )
+                names.setdefault(model.name, index)
             if model is None or "transport" in broken:
                 continue
             listeners.append(self._listener(model, table, ("listen", index)))
@@ -151,17 +165,11 @@ class _Builder:
             model.recv_buffer,
             tls,
             model.verify_client,
+            model.name,
         )
 
     def _file(self, text: str | None, loc: Loc, *, directory_ok: bool = False) -> Path | None:
-        if text is None:
-            return None
-        path = Path(text).expanduser()
-        if self.base_dir is not None and not path.is_absolute():
-            path = self.base_dir / path
-        if not (path.is_file() or (directory_ok and path.is_dir())):
-            self.problems.add(loc, f"no such file: {str(path)!r}")
-        return path
+        return find_file(text, loc, self.problems, self.base_dir, directory_ok=directory_ok)
 
     # [[sets]], [[routes]], default_set
 
@@ -269,7 +277,7 @@ class _Builder:
         )
         self.problems.add(loc, f"unknown set {name!r} (sets: {known or 'none'})")
 
-    # [health], [proxy], [tcp], [limits], [log], [admin]
+    # [health], [proxy], [tcp], [limits], [log], [admin] ([protection] and [[acl]]: protection.py)
 
     def _health(self, table: dict[str, Any]) -> HealthSettings:
         model, broken = self.problems.validate_partial(HealthModel, table, ("health",))
@@ -315,17 +323,46 @@ class _Builder:
                 ("limits", "max_line_length"),
                 f"must not exceed max_message_size ({model.max_message_size})",
             )
+        self.problems.check_order(
+            model,
+            broken,
+            ("limits",),
+            "max_transactions_per_source",
+            "max_transactions",
+            blame="low",
+        )
         return LimitsSettings(**model.model_dump())
 
-    def _admin(self, table: dict[str, Any]) -> AdminSettings:
+    def _tcp(self, table: dict[str, Any]) -> TcpSettings:
+        model, broken = self.problems.validate_partial(TcpModel, table, ("tcp",))
+        if model is None:  # pragma: no cover - every key has a default
+            return TcpSettings()
+        self.problems.check_order(model, broken, ("tcp",), "header_timeout", "message_timeout")
+        return TcpSettings(**model.model_dump())
+
+    def _admin(self, table: dict[str, Any] | None) -> AdminSettings:
+        # No [admin] table, no admin API: an open port is something the file has to ask for.
+        if table is None:
+            return AdminSettings(enabled=False)
         model, _ = self.problems.validate_partial(AdminModel, table, ("admin",))
         if model is None:
             return AdminSettings()
         if model.token is not None and model.token_file is not None:
             self.problems.add(("admin", "token_file"), "set token or token_file, not both")
+        if model.hosts == []:
+            self.problems.add(
+                ("admin", "hosts"),
+                "an empty list accepts no request: remove the key for the "
+                "default (the listen address and localhost)",
+            )
         host, port = model.listen
-        token_file = self._file(model.token_file, ("admin", "token_file"))
-        return AdminSettings(host, port, model.token, token_file)
+        return AdminSettings(
+            host,
+            port,
+            model.token,
+            self._file(model.token_file, ("admin", "token_file")),
+            hosts=() if model.hosts is None else tuple(dict.fromkeys(model.hosts)),
+        )
 
     def _tls(self, table: dict[str, Any]) -> TlsClientSettings:
         model, _ = self.problems.validate_partial(TlsModel, table, ("tls",))
@@ -345,6 +382,11 @@ class _Builder:
     ) -> S:
         model = self.problems.validate(model_type, table, (key,))
         return settings() if model is None else settings(**model.model_dump())
+
+
+def _names(tables: list[dict[str, Any]]) -> list[str]:
+    """The names the ``[[listen]]`` tables give, for ``[[acl]] listen``."""
+    return list(dict.fromkeys(t["name"] for t in tables if isinstance(t.get("name"), str)))
 
 
 def _matches_everything(rule: RouteRule) -> bool:

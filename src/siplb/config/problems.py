@@ -6,7 +6,7 @@ import difflib
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -75,6 +75,37 @@ class Problems:
         except ValidationError:
             return None, broken
 
+    def check_order(
+        self,
+        model: BaseModel,
+        broken: frozenset[str],
+        loc: Loc,
+        low: str,
+        high: str,
+        *,
+        blame: Literal["low", "high"] = "high",
+    ) -> None:
+        """Check that field ``low`` of ``model`` does not exceed field ``high`` (both valid).
+
+        The problem goes to the key ``blame`` names, unless the file gives only the other one:
+        then a default is what conflicts, and the fix is in the key the file sets."""
+        if broken & {low, high}:
+            return
+        low_value, high_value = getattr(model, low), getattr(model, high)
+        if low_value <= high_value:
+            return
+        given = model.model_fields_set
+        if given & {low, high} == {low}:
+            blame = "low"
+        elif given & {low, high} == {high}:
+            blame = "high"
+        if blame == "high":
+            default = "" if low in given else ", its default"
+            self.add((*loc, high), f"must be at least {low} ({_number(low_value)}{default})")
+        else:
+            default = "" if high in given else ", its default"
+            self.add((*loc, low), f"must not exceed {high} ({_number(high_value)}{default})")
+
     def record(self, model: type[BaseModel], loc: Loc, exc: ValidationError) -> None:
         for error in exc.errors():
             self.add(loc + tuple(error["loc"]), describe(model, error))
@@ -107,10 +138,15 @@ def shown(value: Any) -> str:
     return f"a {type(value).__name__}"  # date, datetime, time
 
 
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _suggestion(model: type[BaseModel], loc: Sequence[str | int]) -> str:
     # Tables are validated one by one, so an unknown key is always a key of ``model`` itself.
     key = loc[-1] if len(loc) == 1 else None
     if not isinstance(key, str):
         return ""
-    close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.6)
+    keys = [field.alias or name for name, field in model.model_fields.items()]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
     return f": did you mean {close[0]!r}?" if close else ""

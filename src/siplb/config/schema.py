@@ -25,6 +25,7 @@ from .values import (
     parse_bind_address,
     parse_codes,
     parse_destination_uri,
+    parse_host_name,
     parse_methods,
     parse_network,
 )
@@ -51,16 +52,38 @@ def _node_id(value: str) -> str:
     return check_token(value, "node_id", r"[a-z0-9]{1,16}", "use 1 to 16 of a-z 0-9")
 
 
+def _listener_name(value: str) -> str:
+    return check_token(
+        value, "listener name", r"[A-Za-z0-9_.-]{1,32}", "use 1 to 32 of A-Z a-z 0-9 _ . -"
+    )
+
+
+def _nft_name(value: str) -> str:
+    return check_token(
+        value, "nftables name", r"[A-Za-z0-9_]{1,32}", "use 1 to 32 of A-Z a-z 0-9 _"
+    )
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
 BindAddress = Annotated[tuple[str, int], PlainValidator(_string(parse_bind_address))]
 Advertise = Annotated[HostPort, PlainValidator(_string(parse_advertise))]
 Uri = Annotated[DestinationUri, PlainValidator(_string(parse_destination_uri))]
 Network = Annotated[IPNetwork, PlainValidator(_string(parse_network))]
 Methods = Annotated[frozenset[str], PlainValidator(parse_methods)]
 Regex = Annotated[re.Pattern[str], PlainValidator(compile_regex)]
-DomainRegex = Annotated[
+CaseFreeRegex = Annotated[
     re.Pattern[str], PlainValidator(lambda value: compile_regex(value, re.IGNORECASE))
 ]
 SetName = Annotated[str, PlainValidator(_string(_set_name))]
+ListenerName = Annotated[str, PlainValidator(_string(_listener_name))]
+NftName = Annotated[str, PlainValidator(_string(_nft_name))]
+HostName = Annotated[str, PlainValidator(_string(parse_host_name))]
+NonEmpty = Annotated[str, PlainValidator(_string(_nonempty))]
 NodeId = Annotated[str, PlainValidator(_string(_node_id))]
 DeadCodes = Annotated[frozenset[int], PlainValidator(lambda value: parse_codes(value, 200, 699))]
 FailoverCodes = Annotated[
@@ -75,6 +98,7 @@ class Model(BaseModel):
 
 
 class ListenModel(Model):
+    name: ListenerName | None = None
     transport: Literal["udp", "tcp", "tls"] = "udp"
     address: BindAddress
     advertise: Advertise | None = None
@@ -104,7 +128,7 @@ class RouteModel(Model):
     set: str
     method: Methods | None = None
     ruri_user: Regex | None = None
-    ruri_domain: DomainRegex | None = None
+    ruri_domain: CaseFreeRegex | None = None
     source: list[Network] | None = None
 
 
@@ -140,6 +164,12 @@ class TcpModel(Model):
     idle_timeout: Seconds = 600.0
     connect_timeout: Seconds = 2.0
     max_connections: Count = 10000
+    max_outbound: Count = 10000
+    max_per_source: Count = 100
+    header_timeout: Seconds = 10.0
+    message_timeout: Seconds = 30.0  # at least header_timeout (build.py)
+    max_buffered: int = Field(64 * MIB, ge=MIB)
+    tls_handshake_timeout: Seconds = 5.0
 
 
 class RegistrarModel(Model):
@@ -163,6 +193,9 @@ class LimitsModel(Model):
     max_message_size: int = Field(65535, ge=1024, le=16 * MIB)
     max_headers: int = Field(256, ge=8)
     max_line_length: int = Field(8192, ge=256)
+    malformed: Literal["reply", "drop"] = "reply"
+    max_transactions: Count = 20000
+    max_transactions_per_source: Count = 1000  # at most max_transactions (build.py)
 
 
 class LogModel(Model):
@@ -174,6 +207,57 @@ class AdminModel(Model):
     listen: BindAddress = ("127.0.0.1", 8080)
     token: str | None = Field(None, min_length=1)
     token_file: str | None = Field(None, min_length=1)
+    hosts: list[HostName] | None = None  # None: AdminSettings' default
+
+
+class AclModel(Model):
+    action: Literal["allow", "deny"]
+    source: list[Network]
+    method: Methods | None = None
+    listen: list[ListenerName] | None = None
+
+
+class ProtectionModel(Model):
+    """``[protection]``; its sub-tables are validated one by one, like the top level's."""
+
+    trusted: list[Network] = []
+    blocklist: str | None = Field(None, min_length=1)
+    passive_methods: Methods = frozenset({"INVITE"})
+    rate: dict[str, Any] = {}
+    scanners: dict[str, Any] = {}
+    nftables: dict[str, Any] = {}
+
+
+class RateModel(Model):
+    enabled: bool = True
+    window: Seconds = 1.0
+    invite: Count = 250
+    register_: Count = Field(250, alias="register")  # "register" would shadow BaseModel's
+    other: Count = 1000
+    ban_time: Seconds = 60.0
+    max_ban_time: Seconds = 3600.0  # at least ban_time (protection.py)
+    score_half_life: Seconds = 600.0
+    max_sources: Count = 100_000
+
+
+class ScannersModel(Model):
+    enabled: bool = True
+    action: Literal["drop", "reply"] = "drop"
+    user_agents: list[NonEmpty] | None = None  # None: the default signatures
+    extra_user_agents: list[NonEmpty] = []  # added to user_agents (or to the defaults)
+    from_patterns: list[CaseFreeRegex] = []
+    ban_time: Seconds = 3600.0
+    max_failed_users: Count = 20
+    failed_users_window: Seconds = 10.0
+    max_register_failures: Count = 10
+
+
+class NftablesModel(Model):
+    enabled: bool = False
+    table: NftName = "siplb"
+    set4: NftName = "banned4"
+    set6: NftName = "banned6"
+    create: bool = True
 
 
 class DocumentModel(Model):
@@ -189,6 +273,8 @@ class DocumentModel(Model):
     tcp: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     log: dict[str, Any] = {}
-    admin: dict[str, Any] = {}
+    admin: dict[str, Any] | None = None  # None: no [admin] table, so no admin API
     registrar: dict[str, Any] = {}
     tls: dict[str, Any] = {}
+    protection: dict[str, Any] = {}
+    acl: list[dict[str, Any]] = []

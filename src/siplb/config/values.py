@@ -105,6 +105,25 @@ def parse_advertise(text: str) -> HostPort:
     return HostPort(host, port)
 
 
+def parse_host_name(text: str) -> str:
+    """A name an HTTP Host header may carry, without its port: a DNS name (lower-cased, without
+    a trailing dot) or an IP literal (IPv6 with or without brackets, kept without them)."""
+    if text.startswith("[") or text.count(":") > 1:
+        try:
+            return str(ipaddress.IPv6Address(text.removeprefix("[").removesuffix("]")))
+        except ValueError:
+            raise ValueError(f"{text!r} is not a valid IPv6 address (and no port)") from None
+    host, colon, _ = text.partition(":")
+    if colon:
+        raise ValueError(f"the host name only, without a port: did you mean {host!r}?")
+    if _HOSTNAME.fullmatch(host):
+        return host.lower().removesuffix(".")
+    try:
+        return str(ipaddress.IPv4Address(host))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a DNS name or an IP address") from None
+
+
 def parse_destination_uri(text: str) -> DestinationUri:
     """``sip:IP[:port][;transport=udp|tcp|tls]`` or ``sips:IP[:port]`` (RFC 3261 19.1)."""
     scheme, colon, rest = text.partition(":")
