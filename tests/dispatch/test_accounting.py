@@ -99,6 +99,40 @@ def test_expire(confirm: bool, touched: float | None, now: float, expired: bool)
     assert acct.active(A) == (0 if expired else 1)
 
 
+ACK_CASES = [
+    # acked?, in-dialog touch?, now, expired?   (2xx at 10, ack_timeout 32)
+    (False, False, 42.0, False),
+    (False, False, 42.5, True),  # a 2xx never ACKed stops holding the destination
+    (True, False, 42.5, False),
+    (False, True, 42.5, False),  # an in-dialog request shows the dialog is up
+]
+
+
+@pytest.mark.parametrize(("ack", "touch", "now", "expired"), ACK_CASES)
+def test_unacknowledged_2xx_ends_the_call(
+    ack: bool, touch: bool, now: float, expired: bool
+) -> None:
+    acct = CallAccounting()
+    acct.setup_started(K1, A, 0.0)
+    acct.confirmed(K1, 10.0)
+    assert acct.unconfirmed() == 1
+    if ack:
+        acct.acked(K1, 10.0)
+    if touch:
+        acct.touch(K1, 10.0)
+    removed = acct.expire(now, max_age=3600.0, setup_timeout=32.0, ack_timeout=32.0)
+    assert [e.key for e in removed] == ([K1] if expired else [])
+    assert acct.unconfirmed() == (0 if expired or ack or touch else 1)
+
+
+def test_ack_before_2xx_is_ignored() -> None:
+    acct = CallAccounting()
+    acct.setup_started(K1, A, 0.0)
+    acct.acked(K1, 1.0)
+    acct.confirmed(K1, 2.0)
+    assert acct.expire(40.0, max_age=3600.0, setup_timeout=32.0, ack_timeout=32.0)
+
+
 def test_expire_measures_setup_from_the_last_attempt() -> None:
     acct = CallAccounting()
     acct.setup_started(K1, A, 0.0)

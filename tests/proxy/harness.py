@@ -28,7 +28,7 @@ from siplb.dispatch import Algorithm, DestinationSpec, HashKey, HealthSettings, 
 from siplb.proxy.actions import Send, Target
 from siplb.proxy.core import Proxy
 from siplb.proxy.listeners import Listener
-from siplb.settings import ProxySettings, RouteRule
+from siplb.settings import LimitsSettings, ProtectionSettings, ProxySettings, RouteRule
 from siplb.sip import Request, Response, SipUri, parse, parse_name_addr
 
 PROXY_HOST = "127.0.0.1"
@@ -726,6 +726,8 @@ def make_lab(
     priorities: Sequence[int] | None = None,
     uac: UAC | None = None,
     sets: dict[str, Sequence[int]] | None = None,
+    protection: ProtectionSettings | None = None,
+    caps: LimitsSettings | None = None,
 ) -> Lab:
     """A proxy on 127.0.0.1:5060 (UDP, and TCP on the same port), a UAC and one UAS per script.
 
@@ -759,6 +761,8 @@ def make_lab(
         now=clock.now,
         rng=random.Random(seed),
         probing=probing,
+        protection=protection,
+        caps=caps,
     )
     net = Network(proxy, clock)
     uac = uac or UAC()

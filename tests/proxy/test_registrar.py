@@ -260,7 +260,7 @@ def test_only_a_destination_may_send_along_our_path() -> None:
     sends = take(proxy)
     assert {send.target for send in sends} == {STRANGER}  # nothing went towards the phone
     statuses = [parse(send.data).status for send in sends]  # type: ignore[union-attr]
-    assert statuses == [100, 403]
+    assert statuses == [403]  # refused statelessly, before any 100 Trying
 
 
 def test_a_lost_phone_connection_answers_430_flow_failed() -> None:

@@ -2,7 +2,9 @@
 
 A call enters the table when its INVITE is forwarded to a destination (it then counts against
 that destination for least-calls and ``max_calls``), moves when its setup fails over, is marked
-confirmed on a 2xx and leaves on BYE, a failed setup, CANCEL or expiry. The number of calls on a
+answered on a 2xx, confirmed by the ACK of that 2xx, and leaves on BYE, a failed setup, CANCEL
+or expiry. A 2xx whose ACK never comes (64*T1, RFC 3261 13.3.1.4) ends the call: a caller that
+answers nothing must not hold a destination's ``max_calls`` for ``max_call_age``. The number of calls on a
 destination is always the size of its set of live keys, so it can never drift or go negative.
 Events about unknown keys are ignored: a BYE may come for a call set up before a restart.
 """
@@ -21,7 +23,8 @@ class CallEntry:
     uri: str
     started: float
     seen: float
-    confirmed: bool = False
+    confirmed: bool = False  # a 2xx answered the INVITE
+    acked: bool = False  # the 2xx's ACK passed
 
 
 class CallAccounting:
@@ -56,26 +59,44 @@ class CallAccounting:
         self._calls[key] = replace(entry, seen=now, confirmed=True)
         self._confirmed_total[entry.uri] = self._confirmed_total.get(entry.uri, 0) + 1
 
+    def acked(self, key: Hashable, now: float) -> None:
+        """The ACK of the 2xx passed: the dialog is confirmed (RFC 3261 13.2.2.4)."""
+        entry = self._calls.get(key)
+        if entry is not None and entry.confirmed and not entry.acked:
+            self._calls[key] = replace(entry, seen=now, acked=True)
+
     def touch(self, key: Hashable, now: float) -> None:
-        """In-dialog activity (a re-INVITE, an UPDATE) keeps a long call from expiring."""
+        """In-dialog activity (a re-INVITE, an UPDATE) keeps a long call from expiring; after a
+        2xx it also shows the dialog is up, as its ACK would."""
         entry = self._calls.get(key)
         if entry is not None:
-            self._calls[key] = replace(entry, seen=now)
+            self._calls[key] = replace(entry, seen=now, acked=entry.confirmed)
 
     def ended(self, key: Hashable) -> CallEntry | None:
         """BYE, failed setup or CANCEL; returns the entry removed, if any."""
         return self._unlink(key)
 
-    def expire(self, now: float, max_age: float, setup_timeout: float) -> tuple[CallEntry, ...]:
-        """Remove and return calls not seen for ``max_age`` and setups older than ``setup_timeout``."""
+    def expire(
+        self,
+        now: float,
+        max_age: float,
+        setup_timeout: float,
+        ack_timeout: float = float("inf"),
+    ) -> tuple[CallEntry, ...]:
+        """Remove and return calls not seen for ``max_age``, setups older than ``setup_timeout``
+        and answered calls whose ACK has not come within ``ack_timeout`` of the 2xx."""
         stale = [
             entry
             for entry in self._calls.values()
-            if now - entry.seen > (max_age if entry.confirmed else setup_timeout)
+            if _stale(entry, now, max_age, setup_timeout, ack_timeout)
         ]
         for entry in stale:
             self._unlink(entry.key)
         return tuple(stale)
+
+    def unconfirmed(self) -> int:
+        """Calls answered with a 2xx whose ACK has not passed yet."""
+        return sum(1 for entry in self._calls.values() if entry.confirmed and not entry.acked)
 
     def active(self, uri: str) -> int:
         """Live calls (in setup or confirmed) on ``uri``."""
@@ -116,3 +137,10 @@ class CallAccounting:
             if not keys:
                 del self._by_uri[entry.uri]
         return entry
+
+
+def _stale(entry: CallEntry, now: float, max_age: float, setup: float, ack: float) -> bool:
+    age = now - entry.seen
+    if not entry.confirmed:
+        return age > setup
+    return age > (max_age if entry.acked else min(ack, max_age))

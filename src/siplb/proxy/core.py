@@ -14,12 +14,19 @@ import hashlib
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
 from siplb.dispatch import Dispatcher, HashKey, HealthSettings, SetSpec, StateChanged
-from siplb.settings import ProxySettings, RegistrarSettings, RouteRule
+from siplb.settings import (
+    LimitsSettings,
+    ProtectionSettings,
+    ProxySettings,
+    RegistrarSettings,
+    RouteRule,
+)
 from siplb.sip import (
     DEFAULT_LIMITS,
     Edit,
@@ -37,6 +44,7 @@ from siplb.sip import (
 )
 
 from .actions import CallsExpired, Event, MessageDropped, RequestRejected, Send, Target
+from .admission import Admission, BanLifted, SourceBanned
 from .branch import BranchMaker
 from .build import response_bytes
 from .forwarding import Forwarding
@@ -70,6 +78,9 @@ class Proxy:
         rng: random.Random | None = None,
         probing: bool = True,
         registrar: RegistrarSettings | None = None,
+        protection: ProtectionSettings | None = None,
+        caps: LimitsSettings | None = None,
+        listener_names: Sequence[str | None] = (),
     ) -> None:
         if not listeners:
             raise ValueError("the proxy needs at least one listener")
@@ -85,7 +96,7 @@ class Proxy:
         self.names = LocalNames(self.listeners)
         self.heap = TimerHeap()
         self.out: list[Send] = []
-        self.events: list[Event | StateChanged] = []
+        self.events: list[Event | StateChanged | SourceBanned | BanLifted] = []
         self.stats: Counter[str] = Counter()
         # requests received by method; responses received by (CSeq method, status class)
         self.requests_by_method: Counter[str] = Counter()
@@ -102,6 +113,20 @@ class Proxy:
         self._by_transport: dict[tuple[str, int], int] = {}
         for listener in reversed(self.listeners):
             self._by_transport[(listener.transport, listener.family)] = listener.index
+        caps = caps or LimitsSettings()
+        self.reply_malformed = caps.malformed == "reply"
+        self.max_pending = caps.max_transactions
+        self.max_pending_per_source = caps.max_transactions_per_source
+        self.pending = 0  # server transactions waiting for their final answer
+        self.pending_by_source: Counter[str] = Counter()
+        self.protection = protection or ProtectionSettings()
+        # the admission stage (DESIGN.md 3 step 2): None only where a test wants a bare core
+        self.admission: Admission | None = None
+        if protection is not None:
+            names = list(listener_names) or [None] * len(self.listeners)
+            self.admission = Admission(protection, listener_names=names, now=now)
+        self._destination_hosts: frozenset[str] = frozenset()
+        self._note_destinations()
         self.prober = Prober(self, health, now) if probing else None
         self.front = FrontEnd(self, registrar) if registrar is not None else None
         self.routing: SourceRouting | None = None  # multi-homed hosts: set by the shell
@@ -110,6 +135,10 @@ class Proxy:
 
     # ---- the shell's inputs --------------------------------------------------------------------
     def receive(self, data: bytes, source: Target, listener: int, now: float) -> None:
+        admission = self.admission
+        if admission is not None and admission.check_source(source.host, now) is not None:
+            self.stats["dropped"] += 1  # a banned or blocked source costs a lookup, not a parse
+            return
         try:
             message = parse(data, self.limits)
         except ParseError as exc:
@@ -134,7 +163,7 @@ class Proxy:
         """A message that does not parse: answer it when a reply can be built, else drop it."""
         self.stats[f"malformed:{error.reason}"] += 1
         reply = reply_to_garbage(data, error.status_hint, error.reason)
-        if reply is None:
+        if reply is None or not self.reply_malformed:
             self._drop(f"malformed: {error.reason}", source)
             return
         self.stats["rejected"] += 1
@@ -182,9 +211,25 @@ class Proxy:
         self.routes = tuple(routes)
         self.default_set = default_set
         self._set_specs = {spec.name: spec for spec in sets}
+        self._note_destinations()
         if self.prober is not None:
             self.prober.refresh(now)
         return len(changes)
+
+    def reconfigure_protection(self, protection: ProtectionSettings, now: float) -> None:
+        """A reload: new ACLs, blocklist, trusted networks and budgets; bans in force stay."""
+        self.protection = protection
+        if self.admission is not None:
+            self.admission.reconfigure(protection, now)
+            self._note_destinations()
+
+    def _note_destinations(self) -> None:
+        hosts = frozenset(
+            dest.host for spec in self._set_specs.values() for dest in spec.destinations
+        )
+        self._destination_hosts = hosts
+        if self.admission is not None:
+            self.admission.set_destinations(hosts)
 
     @property
     def transactions(self) -> int:
@@ -200,94 +245,180 @@ class Proxy:
 
     # ---- requests --------------------------------------------------------------------------
     def _request(self, request: Request, source: Target, listener: int, now: float) -> None:
+        """DESIGN.md section 3: admission, then the server transaction, then routing. A request
+        refused before routing gets one stateless answer (or none) and leaves no state behind."""
         try:
             via = request.top_via()
-        except ParseError as exc:
-            self._drop(f"request without a usable Via: {exc.reason}", source)
+            key = _server_key(request, via)
+        except ParseError as exc:  # nowhere to answer to
+            self._drop(f"malformed: {exc.reason}", source, "malformed")
             return
-        key = _server_key(request, via)
-        method = request.method
-        if method == "ACK":
-            txn = self.servers.get((*key[:-1], "INVITE"))
-            if txn is None or not txn.receive_ack(now):
-                self._forward_ack(request, via, source, listener, now)
+        admission = self.admission
+        if admission is not None:
+            verdict = admission.check(request, source.host, listener, now)
+            if admission.events:
+                self.events.extend(admission.events)
+                admission.events.clear()
+            if verdict is not None:
+                self.stats[f"refused:{verdict.reason}"] += 1
+                self._refuse(
+                    request, key, verdict.status, verdict.detail or verdict.reason, source, listener
+                )
+                return
+        if request.method == "ACK":
+            self._ack(request, via, key, source, listener, now)
             return
         txn = self.servers.get(key)
         if txn is not None:
             self.stats["retransmissions"] += 1
             txn.receive_retransmission(now)
             return
+        refusal = self._screen(request, source, now)
+        if refusal is None:
+            try:
+                routed = self._preprocess(request, via, source)
+                refusal = self._check_route(request, routed, source)
+            except ParseError as exc:
+                refusal = _Refusal(exc.status_hint, exc.reason, "route")
+        if refusal is not None:
+            self.stats[f"refused:{refusal.label}"] += 1
+            self._refuse(
+                request, key, refusal.status, refusal.cause, source, listener, refusal.extra
+            )
+            return
         txn = ServerTransaction(
             key, request, source, listener, self, self.heap, self.out, self.timers
         )
         self.servers[key] = txn
+        self.pending += 1
+        self.pending_by_source[source.host] += 1
+        if request.method == "INVITE":
+            txn.respond(100, response_bytes(request, 100), now)
+        if request.method == "CANCEL":
+            self._cancel(request, txn, key, now)
+            return
+        self._route(request, routed, txn, source, listener, now)
+
+    def _screen(self, request: Request, source: Target, now: float) -> _Refusal | None:
+        """What refuses a new request before any state is made (16.3, overload, caps)."""
         try:
             validate_request(request)
             max_forwards = request.max_forwards
         except ParseError as exc:
-            self.respond(txn, exc.status_hint, now, cause=exc.reason)
-            return
-        if method == "INVITE":
-            if request.to_tag is None and self.accepting:
-                refused = self.overload.admit(now)
-                if refused is not None:  # before any other work, even 100 Trying
-                    self.respond(txn, 503, now, extra=self.retry_after(), cause=refused)
-                    return
-            txn.respond(100, response_bytes(request, 100), now)
+            if not self.reply_malformed:
+                return _Refusal(None, exc.reason, "malformed")
+            return _Refusal(exc.status_hint, exc.reason, "malformed")
+        method = request.method
+        if method == "INVITE" and request.to_tag is None and self.accepting:
+            refused = self.overload.admit(now)
+            if refused is not None:  # before any other work, even 100 Trying
+                return _Refusal(503, refused, "overload", self.retry_after())
+        if self.pending >= self.max_pending:
+            return _Refusal(503, "too many pending transactions", "pending", self.retry_after())
+        if self.pending_by_source[
+            source.host
+        ] >= self.max_pending_per_source and not self.is_trusted(source.host):
+            return _Refusal(503, "too many pending transactions from one source", "pending")
         if max_forwards == 0:
-            self.respond(txn, 483, now)
-            return
+            return _Refusal(483, "Max-Forwards 0", "max-forwards")
         if request.has(b"proxy-require"):  # 16.3 step 5: we support no extensions
             unsupported = b", ".join(request.values(b"proxy-require"))
-            self.respond(txn, 420, now, extra=[(b"Unsupported", unsupported)])
-            return
+            return _Refusal(420, "Proxy-Require", "extension", [(b"Unsupported", unsupported)])
         if method == "REGISTER" and self.front is not None:
             refusal = self.front.check(request)
             if refusal is not None:
                 extra = [(b"Require", b"path")] if refusal[0] == 421 else None
-                self.respond(txn, refusal[0], now, extra=extra, cause=refusal[1])
-                return
-        if method == "CANCEL":
-            self._cancel(request, txn, key, now)
+                return _Refusal(refusal[0], refusal[1], "registrar", extra)
+        return None
+
+    def _check_route(self, request: Request, routed: Routed, source: Target) -> _Refusal | None:
+        """No open relay (DESIGN.md 4): a request goes only where its dialog can lead."""
+        hop = routed.next_hop
+        if hop is None:
+            if routed.initial or (request.method == "OPTIONS" and self._is_for_us(request)):
+                return None
+            return _Refusal(404, "no route for an in-dialog request", "no-route")
+        if routed.phone:
+            return None
+        if routed.initial:
+            # A new dialog whose Route names another host: forwarding it would make the balancer
+            # an open relay to anywhere. Kamailio's default script refuses it the same way.
+            return _Refusal(403, "preloaded Route denied", "relay")
+        if request.method == "CANCEL":
+            return None  # follows its INVITE's transaction, or gets 481
+        if self.is_trusted(source.host) or self.is_trusted(hop.host):
+            return None
+        return _Refusal(403, f"in-dialog request to {hop.host}, which is no destination", "relay")
+
+    def is_trusted(self, host: str) -> bool:
+        """A destination's host, or one in a trusted network (may be relayed to and from)."""
+        if host in self._destination_hosts:
+            return True
+        admission = self.admission
+        return admission is not None and admission.is_trusted(host)
+
+    def _refuse(
+        self,
+        request: Request,
+        key: tuple[str, ...],
+        status: int | None,
+        cause: str,
+        source: Target,
+        listener: int,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Kamailio's ``sl_send_reply``: one stateless answer and no transaction, so nothing is
+        retransmitted (no reflector) and a repeat of the request gets the same single answer.
+        ``status`` None, and ACK (which is never answered), drop it silently."""
+        if status is None or request.method == "ACK":
+            self._drop(cause, source)
             return
-        self._route(request, via, txn, source, listener, now)
+        data = response_bytes(request, status, to_tag=_local_tag(key), extra=extra)
+        self.stats[f"local:{status}"] += 1
+        self.stats["rejected"] += 1
+        self.events.append(RequestRejected(status, cause, request.method, source))
+        self.out.append(Send(data, source, listener))
+
+    def _ack(
+        self,
+        request: Request,
+        via: Via,
+        key: tuple[str, ...],
+        source: Target,
+        listener: int,
+        now: float,
+    ) -> None:
+        txn = self.servers.get(key)
+        if txn is not None and txn.receive_ack(now):
+            return
+        if request.to_tag is not None and request.to_tag == _local_tag(key):
+            self.stats["acks_absorbed"] += 1  # the ACK of one of our stateless answers
+            return
+        self._forward_ack(request, via, source, listener, now)
 
     def _route(
         self,
         request: Request,
-        via: Via,
+        routed: Routed,
         txn: ServerTransaction,
         source: Target,
         listener: int,
         now: float,
     ) -> None:
-        try:
-            edit, next_hop, hop_listener, initial = self._preprocess(request, via, source)
-        except ParseError as exc:
-            self.respond(txn, exc.status_hint, now, cause=exc.reason)
-            return
-        if not initial:
+        if not routed.initial:
             self._dialog_activity(request, now)
-        elif next_hop is not None:
-            # A new dialog whose Route names another host: forwarding it would make the balancer
-            # an open relay to anywhere. Kamailio's default script refuses it the same way.
-            self.respond(txn, 403, now, cause="preloaded Route denied")
-            return
-        if next_hop is not None:
+        if routed.next_hop is not None:
             Forwarding(
                 self,
                 txn,
-                edit,
+                routed.edit,
                 incoming=listener,
-                target=next_hop,
-                target_listener=hop_listener,
+                target=routed.next_hop,
+                target_listener=routed.hop_listener,
             ).start(now)
             return
         if request.method == "OPTIONS" and self._is_for_us(request):
             self.respond(txn, 200, now, extra=[(b"Allow", ALLOW), (b"Accept", b"application/sdp")])
-            return
-        if not initial:  # in-dialog, but nowhere to go
-            self.respond(txn, 404, now, cause="no route for an in-dialog request")
             return
         if not self.accepting:
             self.respond(txn, 503, now, extra=self.retry_after(), cause="shutting down")
@@ -296,21 +427,16 @@ class Proxy:
         Forwarding(
             self,
             txn,
-            edit,
+            routed.edit,
             incoming=listener,
             set_name=set_name,
             hash_input=self._hash_input(request, set_name),
         ).start(now)
 
-    def _preprocess(
-        self, request: Request, via: Via, source: Target
-    ) -> tuple[Edit[Request], Target | None, int | None, bool]:
-        """Loose routing (16.4), Max-Forwards (16.6 step 3), received/rport (RFC 3581).
-
-        Returns the edit that makes the request to forward (one copy, made when it is needed),
-        the next hop when Route or the dialog decides it (None: dispatch to a set), the listener
-        our last Route entry named, and whether the request is initial.
-        """
+    def _preprocess(self, request: Request, via: Via, source: Target) -> Routed:
+        """Loose routing (16.4), Max-Forwards (16.6 step 3), received/rport (RFC 3581): the
+        edit that makes the request to forward (one copy, made when it is needed) and where it
+        goes (``Routed``). Raises ``ParseError`` for what cannot be routed."""
         routes = request.values(b"route") if request.has(b"route") else []
         hop_listener: int | None = None
         ruri = request.parsed_uri()
@@ -342,16 +468,16 @@ class Proxy:
         if self.front is not None:
             hop = self._towards_phone(edit, via, source, ours, ruri, initial, bool(routes))
             if hop is not None:  # routed to a phone, never dispatched to a set
-                return edit, hop, hop_listener, False
+                return Routed(edit, hop, hop_listener, False, phone=True)
         if routes:
             first = parse_name_addr(routes[0]).parsed_uri()
-            return edit, self._uri_target(first, None), None, initial
-        if not initial and not self._is_for_us_uri(ruri):
+            return Routed(edit, self._uri_target(first, None), None, initial)
+        if not initial and not self._names_us(ruri):
             hop_transport = (
                 self.listeners[hop_listener].transport if hop_listener is not None else None
             )
-            return edit, self._uri_target(ruri, hop_transport), hop_listener, initial
-        return edit, None, hop_listener, initial
+            return Routed(edit, self._uri_target(ruri, hop_transport), hop_listener, initial)
+        return Routed(edit, None, hop_listener, initial)
 
     def _towards_phone(
         self,
@@ -379,21 +505,22 @@ class Proxy:
         if settings.contact_alias and not initial:
             aliased = alias_target(ruri)
             if aliased is not None:
+                if not self.is_trusted(source.host) and not self.front.knows_flow(aliased[1]):
+                    # ;alias= is honoured for the dialog's other side only (a destination), or
+                    # towards a phone registered through us: else anyone could name any address
+                    raise ParseError(
+                        "an ;alias= Request-URI from a host that is no destination", 403
+                    )
                 edit.set_uri(aliased[0])
                 return aliased[1]
         if not ours:
             return None
         hop = path_next_hop(ours, ruri)
-        if hop is not None and not self._is_destination(source.host):
+        if hop is not None and not self.is_trusted(source.host):
             # only a registrar or proxy of ours may send along our Path: anyone else could have
             # us relay to any address they put in a Path URI
             raise ParseError("request along our Path from a host that is no destination", 403)
         return hop
-
-    def _is_destination(self, host: str) -> bool:
-        return any(
-            dest.host == host for spec in self._set_specs.values() for dest in spec.destinations
-        )
 
     def _dialog_activity(self, request: Request, now: float) -> None:
         """An in-dialog request: BYE ends the call (DESIGN.md section 3 step 7), others touch it."""
@@ -424,6 +551,11 @@ class Proxy:
             return self._is_for_us_uri(request.parsed_uri())
         except ParseError:
             return False
+
+    def _names_us(self, uri: object) -> bool:
+        """Whether a URI names one of our listeners, with or without a user part: a request
+        sent there would only come back to us (404 instead of a loop until Max-Forwards)."""
+        return isinstance(uri, SipUri) and self.names.listener_for(uri) is not None
 
     def _is_for_us_uri(self, uri: object) -> bool:
         return (
@@ -480,16 +612,26 @@ class Proxy:
             if request.max_forwards == 0:  # 16.3 step 3; an ACK gets no 483, so it is dropped
                 self._drop("ACK with Max-Forwards 0", source)
                 return
-            edit, next_hop, hop_listener, _initial = self._preprocess(request, via, source)
+            routed = self._preprocess(request, via, source)
+            refusal = self._check_route(request, routed, source)
         except ParseError as exc:
-            self._drop(f"ACK: {exc.reason}", source)
+            self._drop(f"ACK: {exc.reason}", source, "malformed")
+            return
+        next_hop = routed.next_hop
+        if refusal is not None:
+            self.stats[f"refused:{refusal.label}"] += 1
+            self._drop(f"ACK: {refusal.cause}", source)
             return
         if next_hop is None:
             self._drop("ACK matching no transaction", source)
             return
-        prefer = hop_listener if hop_listener is not None else listener
+        call_id = request.call_id
+        if call_id is not None:
+            self.dispatcher.accounting.acked(call_id, now)
+        prefer = routed.hop_listener if routed.hop_listener is not None else listener
         out_listener = self.listener_for(next_hop, prefer)
         branch = self.branches.stateless((via.branch or "").encode() + via.sent_by.encode())
+        edit = routed.edit
         edit.add_first(
             b"Via", self.listeners[out_listener].via_prefix + b";branch=" + branch.encode("ascii")
         )
@@ -570,8 +712,7 @@ class Proxy:
         request = server.request
         if request is None:  # answered already: nothing more goes out (17.2.1, 17.2.2)
             return
-        to_tag = hashlib.blake2b("/".join(server.key).encode(), digest_size=6).hexdigest().encode()
-        data = response_bytes(request, status, to_tag=to_tag, extra=extra)
+        data = response_bytes(request, status, to_tag=_local_tag(server.key), extra=extra)
         if status >= 300:
             self.stats[f"local:{status}"] += 1
             self.events.append(RequestRejected(status, cause or "", request.method, server.source))
@@ -628,8 +769,42 @@ class Proxy:
         if self.servers.get(txn.key) is txn:
             del self.servers[txn.key]
 
-    def passive_failure(self, uri: str, cause: str, now: float, *, timeout: bool = False) -> None:
-        """Live traffic failed on ``uri``; a timeout while we are behind is our fault, not its."""
+    def server_answered(
+        self, txn: ServerTransaction, request: Request | None, status: int, now: float
+    ) -> None:
+        """A server transaction sent its final answer, or ended without one."""
+        self.pending -= 1
+        host = txn.source.host
+        left = self.pending_by_source[host] - 1
+        if left > 0:
+            self.pending_by_source[host] = left
+        else:
+            del self.pending_by_source[host]
+        admission = self.admission
+        if admission is not None and request is not None:
+            admission.final_answer(request, host, status, now)
+
+    def passive_failure(
+        self,
+        uri: str,
+        cause: str,
+        now: float,
+        *,
+        timeout: bool = False,
+        method: str = "INVITE",
+        source: str | None = None,
+    ) -> None:
+        """Live traffic failed on ``uri``. Health is the destinations', not the attackers': only
+        real call traffic counts (``passive_methods``: a PBX that ignores REGISTER is not down),
+        never requests from sources banned since, and a timeout while we are behind is our
+        fault, not its."""
+        if method not in self.protection.passive_methods:
+            self.stats["passive_ignored"] += 1
+            return
+        admission = self.admission
+        if source is not None and admission is not None and admission.is_banned(source, now):
+            self.stats["passive_ignored"] += 1
+            return
         if timeout and self.overload.excuses_timeouts(now):
             self.stats["timeouts_excused"] += 1
             return
@@ -642,15 +817,24 @@ class Proxy:
         if event is not None:
             self.events.append(event)
 
-    def _drop(self, reason: str, source: Target) -> None:
+    def _drop(self, reason: str, source: Target, label: str | None = None) -> None:
         self.stats["dropped"] += 1
+        if label is not None:
+            self.stats[f"refused:{label}"] += 1
         self.events.append(MessageDropped(reason, source))
 
     def housekeeping(self, now: float) -> None:
         settings = self.settings
+        ack_timeout = self.timers.b if settings.record_route else float("inf")  # 64*T1
         expired = self.dispatcher.accounting.expire(
-            now, settings.max_call_age, settings.setup_timeout
+            now, settings.max_call_age, settings.setup_timeout, ack_timeout
         )
+        admission = self.admission
+        if admission is not None:
+            admission.expire(now)
+            if admission.events:
+                self.events.extend(admission.events)
+                admission.events.clear()
         if expired:
             self.events.append(CallsExpired(len(expired)))
         self.dispatcher.sweep()
@@ -666,6 +850,37 @@ class _Housekeeping:
     def on_timer(self, now: float) -> None:
         self.proxy.housekeeping(now)
         self.proxy.heap.schedule(self, now + HOUSEKEEPING_INTERVAL)
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """Where a request goes: ``next_hop`` by Route, Request-URI or the registrar front end
+    (``phone``), or None to dispatch to a set; ``hop_listener`` is the listener our last Route
+    entry named; ``edit`` makes the request to forward."""
+
+    edit: Edit[Request]
+    next_hop: Target | None
+    hop_listener: int | None
+    initial: bool
+    phone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    status: int | None  # None: drop silently
+    cause: str
+    label: str  # the counter: refused:<label>
+    extra: list[tuple[bytes, bytes]] | None = None
+
+
+@lru_cache(maxsize=4096)
+def _local_tag_text(key: tuple[str, ...]) -> str:
+    return hashlib.blake2b("/".join(key).encode(), digest_size=6).hexdigest()
+
+
+def _local_tag(key: tuple[str, ...]) -> bytes:
+    """The To tag of our own answers: the same for a retransmission, so its ACK is known."""
+    return _local_tag_text(key).encode()
 
 
 def _server_key(request: Request, via: Via) -> tuple[str, ...]:

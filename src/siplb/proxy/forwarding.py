@@ -165,7 +165,13 @@ class Forwarding:
             return
         proxy = self.proxy
         if status == 503 and self.uri is not None:
-            proxy.passive_failure(self.uri, f"503 on {self.method}", now)
+            proxy.passive_failure(
+                self.uri,
+                f"503 on {self.method}",
+                now,
+                method=self.method,
+                source=self.server.source.host,
+            )
         self.best = _better(self.best, response)
         if status in proxy.settings.failover_codes and self._can_fail_over():
             self._fail_over(f"{status} {response.reason.decode('latin-1')}", now)
@@ -183,7 +189,12 @@ class Forwarding:
             return
         if self.uri is not None:
             proxy.passive_failure(
-                self.uri, f"{cause} on {self.method}", now, timeout=cause == "timeout"
+                self.uri,
+                f"{cause} on {self.method}",
+                now,
+                timeout=cause == "timeout",
+                method=self.method,
+                source=self.server.source.host,
             )
         if self.cancelled:
             self._respond_local(487, now)

@@ -221,6 +221,10 @@ class FrontEnd:
             else None
         )
 
+    def knows_flow(self, flow: Target) -> bool:
+        """Whether a phone registered through us on ``flow`` (its binding is kept)."""
+        return self.keepalive is not None and flow in self.keepalive.bindings
+
     def check(self, request: Request) -> tuple[int, str] | None:
         """A REGISTER we must refuse: (status, cause), or None. Malformed Contact/Path: 400."""
         try:

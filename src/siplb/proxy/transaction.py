@@ -51,6 +51,12 @@ class ClientUser(Protocol):
 class ServerUser(Protocol):
     def server_terminated(self, txn: ServerTransaction) -> None: ...
 
+    def server_answered(
+        self, txn: ServerTransaction, request: Request | None, status: int, now: float
+    ) -> None:
+        """The first final response went out (``status``), or the transaction ended without
+        one (``status`` 0); ``request`` is the request answered, while it is still known."""
+
 
 class ClientUserless:
     """The TU of a transaction whose responses nobody waits for (a CANCEL we send)."""
@@ -130,7 +136,10 @@ class ServerTransaction:
             return
         self._send(data)
         self._last = data
+        first_final = status >= 200 > self.last_status
         self.last_status = status
+        if first_final:
+            self._user.server_answered(self, self.request, status, now)
         if status < 200:
             if self.state is TxState.TRYING:
                 self.state = TxState.PROCEEDING
@@ -196,6 +205,9 @@ class ServerTransaction:
         self._out.append(Send(data, self.source, self.listener))
 
     def _terminate(self) -> None:
+        if 0 <= self.last_status < 200:  # ended unanswered (told once: -1 marks it told)
+            self.last_status = -1
+            self._user.server_answered(self, None, 0, 0.0)
         self.state = TxState.TERMINATED
         self.request = None
         self.context = None
