@@ -21,6 +21,7 @@ from siplb.admin.journal import Recorder
 from siplb.admin.reloads import ReloadOutcome, diff_sets, restart_warnings
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
+from siplb.io.nft import NftBans
 from siplb.io.tcp import ConnectionPool
 from siplb.io.tls import client_context, server_context
 from siplb.io.udp import UdpEndpoint, bind_udp, local_address_for
@@ -36,10 +37,11 @@ from siplb.proxy.actions import (
     Send,
     Target,
 )
+from siplb.proxy.admission import BanLifted, SourceBanned
 from siplb.proxy.core import Proxy
 from siplb.proxy.listeners import Listener
 from siplb.proxy.multihome import SourceRouting
-from siplb.settings import ListenerSettings
+from siplb.settings import ListenerSettings, ProtectionSettings
 from siplb.sip import Limits, ParseError, Request, Response
 
 if TYPE_CHECKING:
@@ -101,9 +103,7 @@ class Balancer:
             self._on_stream_message,
             self._on_stream_malformed,
             self._on_transport_failure,
-            idle_timeout=config.tcp.idle_timeout,
-            connect_timeout=config.tcp.connect_timeout,
-            max_connections=config.tcp.max_connections,
+            tcp=config.tcp,
             client_ssl=client_context(config.tls),
         )
         self._timer: asyncio.TimerHandle | None = None
@@ -112,6 +112,9 @@ class Balancer:
         self._backlog_timer: asyncio.TimerHandle | None = None
         self.started_at = self.loop.time()
         self.probing = True  # OPTIONS probes (one worker of several probes for all)
+        self._internal_error_log_at = 0.0
+        self.pushes_bans = True  # into the kernel's nftables sets (one process of several)
+        self.nft: NftBans | None = None
 
     # ---- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,14 +146,22 @@ class Balancer:
             worker=self.worker,
             probing=self.probing,
             registrar=config.registrar,
+            protection=self._protection(config),
+            caps=config.limits,
+            listener_names=[spec.name for spec in config.listeners],
         )
         # multi-homed hosts: a request leaves from the address the kernel routes it from
         lookup = functools.lru_cache(4096)(local_address_for)
         self.proxy.routing = SourceRouting(self.listeners, lookup)
         self._flush()
         self._watch_backlog()
-        if self.with_admin:
+        if self.with_admin and self.config.admin.enabled:
             await self._start_admin()
+        if self.pushes_bans and config.protection.nftables.enabled:
+            self.nft = NftBans(
+                config.protection.nftables, ports=sorted({lst.port for lst in self.listeners})
+            )
+            await self.nft.start()
 
     async def _open_listener(self, index: int, spec: ListenerSettings) -> int:
         """Bind listener ``index``; returns its port (the system's choice when 0 was asked)."""
@@ -205,6 +216,9 @@ class Balancer:
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None
+        if self.nft is not None:
+            await self.nft.close()
+            self.nft = None
 
     def _close(self) -> None:
         if self._timer is not None:
@@ -248,6 +262,7 @@ class Balancer:
             default_set=config.default_set,
             now=self.loop.time(),
         )
+        proxy.reconfigure_protection(self._protection(config), self.loop.time())
         self._note_retiring(old_sets)
         self.config = config
         outcome = ReloadOutcome(
@@ -339,12 +354,26 @@ class Balancer:
     # ---- inputs --------------------------------------------------------------------------------
     def _on_datagram(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
         assert self.proxy is not None
-        self.proxy.receive(data, Target("udp", addr[0], addr[1]), index, self.loop.time())
+        try:
+            self.proxy.receive(data, Target("udp", addr[0], addr[1]), index, self.loop.time())
+        except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
+            self._internal_error(addr)
         self._flush()
+
+    def _internal_error(self, addr: tuple[str, int]) -> None:
+        assert self.proxy is not None
+        self.proxy.stats["internal_errors"] += 1
+        now = self.loop.time()
+        if now >= self._internal_error_log_at:
+            self._internal_error_log_at = now + 10.0
+            log.exception("internal error on a message from %s (logged once per 10 s)", addr[0])
 
     def _on_stream_message(self, message: Request | Response, peer: Target, index: int) -> None:
         assert self.proxy is not None
-        self.proxy.receive_message(message, peer, index, self.loop.time())
+        try:
+            self.proxy.receive_message(message, peer, index, self.loop.time())
+        except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
+            self._internal_error((peer.host, peer.port))
         self._flush()
 
     def _on_stream_malformed(
@@ -397,12 +426,28 @@ class Balancer:
             for event in events:
                 _log_event(event)
                 recorder.observe(event, offset)
+                if isinstance(event, SourceBanned | BanLifted):
+                    self._ban_changed(event)
         deadline = proxy.get_timer()
         if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
             self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _protection(self, config: Config) -> ProtectionSettings:
+        """The admission stage's settings for this process."""
+        return config.protection
+
+    def _ban_changed(self, event: SourceBanned | BanLifted) -> None:
+        """A ban made or lifted here: into the kernel's set, when it is asked for."""
+        nft = self.nft
+        if nft is None:
+            return
+        if isinstance(event, SourceBanned):
+            nft.ban(event.host, event.until - self.loop.time())
+        else:
+            nft.unban(event.host)
 
     def _send(self, send: Send) -> None:
         target = send.target
@@ -477,6 +522,10 @@ def _log_event(event: object) -> None:
         )
     elif isinstance(event, MessageDropped):
         log.debug("dropped from %s: %s", event.source, event.reason)
+    elif isinstance(event, SourceBanned):
+        log.warning("banned %s (%s, offence %d)", event.host, event.reason, event.offences)
+    elif isinstance(event, BanLifted):
+        log.info("ban on %s lifted", event.host)
     elif isinstance(event, PhoneUnreachable):
         log.warning("phone %s at %s unreachable (%s)", event.aor, event.flow, event.cause)
     elif isinstance(event, PhoneReachable):

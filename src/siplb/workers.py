@@ -22,6 +22,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from siplb.io.workers import (
     encode_control,
     encode_datagram,
 )
-from siplb.settings import ListenerSettings
+from siplb.proxy.admission import BanLifted, SourceBanned
+from siplb.settings import ListenerSettings, ProtectionSettings
 
 log = logging.getLogger("siplb")
 
@@ -68,6 +70,7 @@ class WorkerBalancer(Balancer):
         self.sockets = sockets
         self.counts = counts
         self.probing = worker == LEADER
+        self.pushes_bans = worker == LEADER  # one process owns the kernel's ban sets
         self.steering = Steering(config.proxy.node_id, self.workers, worker)
         self.peers = sockets.channel_addresses
         self.handed_over = 0  # datagrams this worker received for another one
@@ -167,6 +170,10 @@ class WorkerBalancer(Balancer):
             super().set_weight(message["set"], message["uri"], message["weight"], message["cause"])
         elif op == "reload":
             super().reload_file(message["trigger"])
+        elif op == "ban":
+            self._peer_ban(str(message["host"]), float(message["seconds"]), str(message["reason"]))
+        elif op == "unban":
+            self._peer_unban(str(message["host"]))
         else:
             raise ValueError(f"unknown op {op!r}")
 
@@ -178,6 +185,46 @@ class WorkerBalancer(Balancer):
         for worker in range(self.workers):
             if worker != self.worker:
                 self._send_control(worker, op, **fields)
+
+    # ---- bans: one worker's ban is every worker's ------------------------------------------
+    def _protection(self, config: Config) -> ProtectionSettings:
+        """Each worker counts the requests it owns, about 1/N of a source's (Call-IDs hash
+        evenly), so each holds 1/N of every per-source budget."""
+        rate = config.protection.rate
+        n = self.workers
+        share = replace(
+            rate,
+            invite=max(1, -(-rate.invite // n)),
+            register=max(1, -(-rate.register // n)),
+            other=max(1, -(-rate.other // n)),
+        )
+        return replace(config.protection, rate=share)
+
+    def _ban_changed(self, event: SourceBanned | BanLifted) -> None:
+        super()._ban_changed(event)
+        if isinstance(event, SourceBanned):
+            seconds = event.until - self.loop.time()
+            self._broadcast("ban", host=event.host, seconds=seconds, reason=event.reason)
+        else:  # a lift the others hold already makes no event there: nothing echoes
+            self._broadcast("unban", host=event.host)
+
+    def _peer_ban(self, host: str, seconds: float, reason: str) -> None:
+        proxy = self.proxy
+        if proxy is None or proxy.admission is None or seconds <= 0:
+            return
+        # a ban this worker already holds as long makes no event, so nothing echoes back
+        admission = proxy.admission
+        if admission.ban(host, seconds, reason, self.loop.time()):
+            proxy.events.extend(admission.events)
+            admission.events.clear()
+            self._flush()
+
+    def _peer_unban(self, host: str) -> None:
+        proxy = self.proxy
+        if proxy is not None and proxy.admission is not None and proxy.admission.unban(host):
+            proxy.events.extend(proxy.admission.events)
+            proxy.admission.events.clear()
+            self._flush()
 
     # ---- calls -----------------------------------------------------------------------------
     def _publish_count(self, uri: str, calls: int) -> None:
@@ -255,6 +302,8 @@ class WorkerBalancer(Balancer):
             "calls": len(proxy.dispatcher.accounting),
             "handed_over": self.handed_over,
             "taken_over": self.taken_over,
+            "drops": dict(proxy.admission.drops) if proxy.admission is not None else {},
+            "pending": proxy.pending,
         }
 
     def worker_counters(self) -> list[dict[str, Any]]:

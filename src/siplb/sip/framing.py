@@ -64,6 +64,20 @@ class StreamFramer:
         """Bytes received and not yet returned as an item."""
         return len(self._buf)
 
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message is buffered (more than the start of a keep-alive).
+
+        Never more than ``max_message_size`` bytes are buffered between two ``feed`` calls: a
+        header block must end within that many bytes, and a message may not be larger."""
+        buf = self._buf
+        return bool(buf) and not (len(buf) < 4 and PING.startswith(buf))
+
+    @property
+    def in_body(self) -> bool:
+        """True while the message being received has its whole header block and awaits its body."""
+        return self._total > 0
+
     def feed(self, data: bytes) -> list[Framed]:
         """Take bytes read from the connection; return every item they complete, in order."""
         if self._broken is not None:
