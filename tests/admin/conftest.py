@@ -6,6 +6,12 @@
 The balancer is real (UDP sockets on 127.0.0.1, ephemeral ports, its destinations dead ports),
 its config is a file in ``tmp_path`` so reloads read it again; the sampler does not run on its
 own: a test calls ``lab.server.sample()`` when it wants a sample.
+
+``served_admin`` starts the balancer as ``siplb run`` does, its admin server listening on its
+own socket, for tests that need the real listener (Host names, refused connections):
+
+    async with served_admin(tmp_path, hosts=("lb.example.net",)) as balancer:
+        url = balancer.admin.url
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +40,10 @@ def config_text(
     token: str | None = TOKEN,
     sets: str | None = None,
     extra: str = "",
+    admin_listen: str = "127.0.0.1:0",
 ) -> str:
     dests = ", ".join(f'{{ uri = "{uri}" }}' for uri in destinations)
-    admin = '[admin]\nlisten = "127.0.0.1:0"\n' + (f'token = "{token}"\n' if token else "")
+    admin = f'[admin]\nlisten = "{admin_listen}"\n' + (f'token = "{token}"\n' if token else "")
     body = sets or f'[[sets]]\nname = "pbx"\ndestinations = [{dests}]\n'
     return (
         '[[listen]]\ntransport = "udp"\naddress = "127.0.0.1:0"\n\n'
@@ -81,6 +88,24 @@ async def admin_lab(tmp_path: Path, text: str | None = None, **kwargs: Any) -> A
     finally:
         await client.close()
         balancer.admin = None
+        await balancer.stop(grace=0)
+
+
+@contextlib.asynccontextmanager
+async def served_admin(
+    tmp_path: Path, text: str | None = None, *, token: str | None = TOKEN, **admin: Any
+) -> AsyncIterator[Balancer]:
+    """A balancer started with ``admin=True``; ``admin`` replaces fields of its AdminSettings
+    (``hosts=...``, ``enabled=False``)."""
+    path = tmp_path / "siplb.toml"
+    path.write_text(text if text is not None else config_text(token=token))
+    config = load_config(path)
+    config = replace(config, admin=replace(config.admin, **admin))
+    balancer = Balancer(config, admin=True, config_path=path)
+    await balancer.start()
+    try:
+        yield balancer
+    finally:
         await balancer.stop(grace=0)
 
 

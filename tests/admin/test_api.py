@@ -90,7 +90,9 @@ AUTH_CASES = [
     (True, "GET", "/api/status", {}, 401),
     (True, "GET", "/api/status", WRONG, 401),
     (True, "GET", "/api/status", GOOD, 200),
-    (True, "GET", f"/api/status?token={TOKEN}", {}, 200),
+    (True, "GET", f"/api/status?token={TOKEN}", {}, 401),  # never in the URL
+    (True, "GET", f"/api/status?token={TOKEN}", GOOD, 401),
+    (True, "GET", f"/api/stream?token={TOKEN}", {}, 401),
     (True, "GET", "/api/status?token=not-it", {}, 401),
     (True, "GET", "/metrics", {}, 401),
     (True, "GET", "/metrics", GOOD, 200),
@@ -98,7 +100,8 @@ AUTH_CASES = [
     (True, "GET", "/api/stream", WRONG, 401),
     (True, "POST", DRAIN, {}, 401),
     (True, "POST", DRAIN, WRONG, 401),
-    (True, "POST", f"{DRAIN}?token={TOKEN}", {}, 401),  # a change needs the header
+    (True, "POST", f"{DRAIN}?token={TOKEN}", {}, 401),
+    (True, "POST", f"{DRAIN}?token={TOKEN}", GOOD, 401),
     (True, "POST", DRAIN, GOOD, 200),
     (True, "POST", "/api/reload", {}, 401),
     (True, "GET", "/", {}, 200),  # the page and its files carry no data
@@ -106,6 +109,7 @@ AUTH_CASES = [
     (True, "GET", "/api/openapi.json", {}, 200),
     (False, "GET", "/api/status", {}, 200),
     (False, "GET", "/metrics", {}, 200),
+    (False, "GET", "/api/status?token=anything", {}, 401),
     (False, "POST", DRAIN, {}, 403),  # no token configured: no changes at all
     (False, "POST", DRAIN, WRONG, 403),
     (False, "PUT", dest_path(A) + "/weight", {}, 403),
@@ -143,9 +147,10 @@ async def test_refusals_are_logged_and_counted(
         refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
         assert len(refusals) == 2, refusals
         assert "wrong token" in refusals[0]
-        assert f"POST /api/sets/pbx/destinations/{A}/drain" in refusals[0]
+        assert f"POST /api/sets/pbx/destinations/{A}/drain from 127.0.0.1" in refusals[0]
         assert "missing token" in refusals[1]
         assert lab.balancer.recorder.auth_refusals == 2
+        assert lab.server.refused == {"wrong token": 1, "missing token": 1}
         assert lab.balancer.proxy is not None
         assert lab.balancer.proxy.dispatcher.health.state(A) is State.UP  # nothing changed
 
@@ -384,7 +389,7 @@ async def test_stream_sends_a_snapshot_then_ticks_and_a_new_snapshot_after_chang
     tmp_path: Path,
 ) -> None:
     async with admin_lab(tmp_path) as lab:
-        response = await lab.client.get(f"/api/stream?token={TOKEN}")
+        response = await lab.client.get("/api/stream", headers=lab.auth)
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/event-stream")
         event, data = await _read_sse(response)

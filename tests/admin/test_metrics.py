@@ -38,6 +38,15 @@ NAMES = [
     "siplb_dropped",
     "siplb_reloads",
     "siplb_admin_refused",
+    "siplb_internal_errors",
+    "siplb_requests_refused",
+    "siplb_bans_active",
+    "siplb_bans",
+    "siplb_pending_transactions",
+    "siplb_stream_connections_refused",
+    "siplb_stream_connections",
+    "siplb_stream_buffered_bytes",
+    "siplb_admin_requests_refused",
 ]
 
 

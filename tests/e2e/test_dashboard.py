@@ -140,6 +140,27 @@ def test_page_lists_destinations_and_a_killed_uas_turns_down(
     page.context.close()
 
 
+def test_page_asks_for_the_token_and_never_puts_it_in_a_url(
+    browser: Any, e2e_workdir: Path, balancers: list[SiplbProcess]
+) -> None:
+    lb = start_siplb(e2e_workdir, [f"sip:127.0.0.1:{free_port()}"])
+    balancers.append(lb)
+    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    page = context.new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(lb.admin_url + "/")
+    page.wait_for_selector("dialog#ask[open]", timeout=5000)  # the stream answered 401
+    assert page.locator("#conn").inner_text() == "token needed"
+    page.fill("#ask-input", ADMIN_TOKEN)
+    page.click("#ask-ok")
+    page.wait_for_selector("tr.dest", timeout=5000)
+    assert page.locator("#conn").inner_text() == "live"
+    assert any(url.endswith("/api/stream") for url in urls), urls
+    assert not [url for url in urls if "token" in url or ADMIN_TOKEN in url]
+    context.close()
+
+
 def test_drain_button_asks_for_the_token_and_new_calls_avoid_the_destination(
     browser: Any, sipp: SippLauncher, e2e_workdir: Path, balancers: list[SiplbProcess]
 ) -> None:

@@ -2,27 +2,42 @@
 dashboard's files. Handlers are thin: views build the JSON, the balancer performs the actions.
 
 Every error is ``{"error": "..."}`` with its status: 400 bad input, 401 missing or wrong token,
-403 changes without a configured token, 404 unknown set or destination, 409 nothing to reload,
-422 a refused config (with its ``problems``).
+403 changes without a configured token, 404 unknown set, destination or ban, 409 nothing to
+reload or a host that cannot be banned, 422 a refused config (with its ``problems``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from siplb.dispatch import AdminState
+from siplb.proxy.acl import host_key, parse_host
 
 from .metrics import CONTENT_TYPE
 from .openapi import OPENAPI
-from .views import destination_json, set_json, sets_json, status_json
+from .views import (
+    BANS_SHOWN,
+    ban_json,
+    destination_json,
+    protection_json,
+    refused_counts,
+    set_json,
+    sets_json,
+    status_json,
+)
 
 if TYPE_CHECKING:
+    from siplb.proxy.admission import Admission
+    from siplb.proxy.core import Proxy
+
     from .server import AdminServer
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -32,6 +47,10 @@ ACTIONS = {
     "disable": AdminState.DISABLED,
 }
 MAX_WEIGHT = 1_000_000
+MAX_BAN = 365 * 86400.0  # seconds: an operator's ban lasts a year at most
+MAX_BANS_SHOWN = 10_000
+MAX_REASON = 100  # characters of an operator's ban reason
+OPERATOR_BAN = "operator"
 DEST = "/api/sets/{set}/destinations/{uri}"
 
 
@@ -39,10 +58,38 @@ def error(status: int, message: str, **extra: object) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+@dataclass(frozen=True, slots=True)
+class BanRequest:
+    host: str  # canonical: 192.0.2.7 for ::ffff:192.0.2.7, IPv6 without brackets
+    seconds: float
+    reason: str
+
+
+def parse_ban(body: object) -> BanRequest | str:
+    """The body of ``POST /api/bans``, or what is wrong with it."""
+    if not isinstance(body, dict):
+        return 'the body must be JSON: {"host": "IP", "seconds": N}'
+    host, seconds = body.get("host"), body.get("seconds")
+    reason = body.get("reason", OPERATOR_BAN)
+    if not isinstance(host, str) or parse_host(host) is None:
+        return "host must be an IP address"
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return "seconds must be a number"
+    if not 0 < seconds <= MAX_BAN:
+        return f"seconds must be above 0 and at most {MAX_BAN:.0f}"
+    if not isinstance(reason, str) or not 0 < len(reason.strip()) <= MAX_REASON:
+        return f"reason must be a text of 1 to {MAX_REASON} characters"
+    if not reason.isprintable():
+        return "reason must be printable text"
+    return BanRequest(host_key(host), float(seconds), reason.strip())
+
+
 class AdminApi:
     def __init__(self, server: AdminServer) -> None:
         self.server = server
         self.balancer = server.balancer
+        # the journal sums refusals from the proxy's counters (``Recorder.settle``)
+        self.balancer.recorder.refusals = functools.partial(refused_counts, self.balancer)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -58,6 +105,9 @@ class AdminApi:
             web.get("/api/events", self.events),
             web.get("/api/history", self.history),
             web.post("/api/reload", self.reload),
+            web.get("/api/protection", self.protection),
+            web.post("/api/bans", self.ban),
+            web.delete("/api/bans/{host}", self.unban),
             web.get("/api/stream", self.stream),
             web.get("/metrics", self.metrics),
         ]
@@ -106,6 +156,15 @@ class AdminApi:
             {"last_id": journal.last_id, "events": [e.to_json() for e in entries]}
         )
 
+    async def protection(self, request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", str(BANS_SHOWN)))
+        except ValueError:
+            return error(400, "limit is an integer")
+        balancer = self.balancer
+        limit = max(0, min(limit, MAX_BANS_SHOWN))
+        return web.json_response(protection_json(balancer, balancer.loop.time(), limit))
+
     async def history(self, request: web.Request) -> web.Response:
         snapshot = self.server.snapshot()
         return web.json_response(snapshot["history"])
@@ -141,6 +200,50 @@ class AdminApi:
         except KeyError as exc:
             return error(404, exc.args[0])
         return await self.destination(request)
+
+    async def ban(self, request: web.Request) -> web.Response:
+        """``{"host": "192.0.2.7", "seconds": 3600, "reason": "..."}``: drop the host's requests
+        until then (every worker, and the kernel's set when nftables is on). A ban in force
+        that ends later stays as it is."""
+        try:
+            wanted = parse_ban(await request.json())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            wanted = 'the body must be JSON: {"host": "IP", "seconds": N}'
+        if isinstance(wanted, str):
+            return error(400, wanted)
+        balancer = self.balancer
+        proxy = balancer.proxy
+        assert proxy is not None
+        admission = proxy.admission
+        host = wanted.host
+        if admission is None:
+            return error(409, "this balancer has no admission stage")
+        if admission.is_trusted(host):
+            return error(409, f"{host} is trusted (a destination or a trusted network)")
+        now = balancer.loop.time()
+        admission.ban(host, wanted.seconds, wanted.reason, now)
+        self._flush_bans(proxy, admission)
+        view = next((ban for ban in admission.bans(now) if ban.host == host), None)
+        if view is None:  # the table was full and this ban would have ended first
+            return error(409, f"{host} could not be banned (the ban table is full)")
+        return web.json_response(ban_json(view, balancer, now))
+
+    async def unban(self, request: web.Request) -> web.Response:
+        host = request.match_info["host"]
+        proxy = self.balancer.proxy
+        assert proxy is not None
+        admission = proxy.admission
+        if admission is None or not admission.unban(host):
+            return error(404, f"no ban on {host}")
+        self._flush_bans(proxy, admission)
+        return web.json_response({"host": host_key(host), "lifted": True})
+
+    def _flush_bans(self, proxy: Proxy, admission: Admission) -> None:
+        """Hand the admission stage's ban events to the shell now (the core moves them only
+        when a request or its housekeeping runs): journal, kernel set, other workers."""
+        proxy.events.extend(admission.events)
+        admission.events.clear()
+        self.balancer._flush()
 
     async def reload(self, request: web.Request) -> web.Response:
         outcome = self.balancer.reload_file(f"admin API from {request.remote}")

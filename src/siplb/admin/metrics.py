@@ -1,10 +1,18 @@
 """``/metrics``: Prometheus text exposition (metric names start with ``siplb_``).
 
 Nothing here runs per packet. Counters the proxy core keeps anyway (requests by method,
-responses by class, drops, parse errors) and the recorder's event counters are read when
-Prometheus scrapes; gauges (calls, states, weights) are computed then too. The one metric fed
-between scrapes, the probe latency histogram, has its children bound per destination at config
-load (``bind``) and is fed once a second from the prober's samples (``observe_probes``).
+responses by class, drops, parse errors, refusals by reason), the admission stage's, the stream
+pool's, the admin guard's and the recorder's event counters are read when Prometheus scrapes;
+gauges (calls, states, weights, bans, pending transactions, connections) are computed then too.
+The one metric fed between scrapes, the probe latency histogram, has its children bound per
+destination at config load (``bind``) and is fed once a second from the prober's samples
+(``observe_probes``).
+
+``workers = N``: worker 0 serves the metrics and sums the counters the others send it
+(``Balancer.worker_counters``: proxy stats, so refusals by reason and internal errors too; the
+admission drops and the pending count when a worker sends them, see ``views.refused_counts``).
+Bans are shared by every worker, so worker 0's table is the whole; streams and the admin API
+live in worker 0 alone.
 """
 
 from __future__ import annotations
@@ -22,7 +30,16 @@ from prometheus_client.registry import Collector
 from siplb import __version__
 from siplb.sip.scalars import METHODS as KNOWN_METHODS
 
-from .views import DISPLAY_STATES, display_state
+from .views import (
+    ADMISSION_REASONS,
+    DISPLAY_STATES,
+    StreamCounts,
+    admin_refused,
+    ban_label,
+    display_state,
+    pending_transactions,
+    refused_counts,
+)
 
 if TYPE_CHECKING:
     from siplb.app import Balancer
@@ -110,6 +127,8 @@ class _Collector(Collector):
         yield from self._traffic()
         yield from self._destinations()
         yield from self._events()
+        yield from self._protection()
+        yield from self._streams()
 
     def _process(self) -> Iterator[Metric]:
         balancer = self.balancer
@@ -190,6 +209,11 @@ class _Collector(Collector):
         for reason, count in _capped(reasons).items():
             errors.add_metric([reason], count)
         yield errors
+        yield CounterMetricFamily(
+            "siplb_internal_errors",
+            "Messages whose handling hit a bug in siplb (logged, never fatal).",
+            value=stats.get("internal_errors", 0),
+        )
 
     def _destinations(self) -> Iterator[Metric]:
         balancer = self.balancer
@@ -263,6 +287,69 @@ class _Collector(Collector):
             "Admin requests refused for a missing or wrong token.",
             value=recorder.auth_refusals,
         )
+
+    def _protection(self) -> Iterator[Metric]:
+        balancer = self.balancer
+        proxy = balancer.proxy
+        assert proxy is not None
+        workers = balancer.worker_counters()
+        admission = proxy.admission
+        refused = refused_counts(balancer, workers)
+        if admission is not None:  # the admission reasons from the start, so rate() sees all
+            for reason in sorted(ADMISSION_REASONS):
+                refused.setdefault(reason, 0)
+        yield _by_label(
+            "siplb_requests_refused",
+            "Requests refused (dropped or answered with an error) before any transaction, "
+            "by reason.",
+            refused,
+        )
+        yield GaugeMetricFamily(
+            "siplb_bans_active",
+            "Sources banned now (a ban is lifted within a second of its end).",
+            value=admission.sizes()["bans"] if admission is not None else 0,
+        )
+        bans: Counter[str] = Counter()
+        for reason, count in balancer.recorder.bans.items():
+            bans[ban_label(reason)] += count
+        yield _by_label("siplb_bans", "Bans made or made longer, by reason.", bans)
+        yield GaugeMetricFamily(
+            "siplb_pending_transactions",
+            "Server transactions waiting for their final answer.",
+            value=pending_transactions(balancer, workers),
+        )
+
+    def _streams(self) -> Iterator[Metric]:
+        balancer = self.balancer
+        streams = StreamCounts.of(balancer.pool)
+        yield _by_label(
+            "siplb_stream_connections_refused",
+            "TCP and TLS connections refused or closed by a bound, by reason.",
+            streams.refused,
+        )
+        connections = GaugeMetricFamily(
+            "siplb_stream_connections", "Open TCP and TLS connections.", labels=["direction"]
+        )
+        connections.add_metric(["inbound"], streams.inbound)
+        connections.add_metric(["outbound"], streams.outbound)
+        yield connections
+        yield GaugeMetricFamily(
+            "siplb_stream_buffered_bytes",
+            "Bytes of partial messages held for all TCP and TLS connections.",
+            value=streams.buffered,
+        )
+        yield _by_label(
+            "siplb_admin_requests_refused",
+            "Admin API requests refused, by reason (wrong host, missing or wrong token ...).",
+            admin_refused(balancer),
+        )
+
+
+def _by_label(name: str, documentation: str, counts: Counter[str]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for reason, count in _capped(counts).items():
+        family.add_metric([reason], count)
+    return family
 
 
 @dataclass(slots=True)

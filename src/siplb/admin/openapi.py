@@ -18,18 +18,20 @@ def _json(schema: JSON, description: str) -> JSON:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> JSON:
-    texts = {
+def _errors(*codes: int, texts: dict[int, str] | None = None) -> JSON:
+    """Error responses; ``texts`` replaces the usual description of some codes."""
+    described = {
         400: "Bad input.",
         401: "Missing or wrong token (when a token is configured, reads need it too).",
         403: "Changes are refused: no admin token is configured.",
         404: "Unknown set or destination.",
         409: "The balancer has no config file to reload.",
         422: "The new config was refused; the old one stays in force.",
+        **(texts or {}),
     }
-    out = {str(code): _json(_ref("Error"), texts[code]) for code in codes}
+    out = {str(code): _json(_ref("Error"), described[code]) for code in codes}
     if 422 in codes:
-        out["422"] = _json(_ref("ReloadOutcome"), texts[422])
+        out["422"] = _json(_ref("ReloadOutcome"), described[422])
     return out
 
 
@@ -159,14 +161,105 @@ SCHEMAS: JSON = {
             "at": {"type": "number"},
             "kind": {
                 "type": "string",
-                "enum": ["state", "failover", "reload", "weight", "expired"],
+                "enum": [
+                    "state",
+                    "failover",
+                    "reload",
+                    "weight",
+                    "expired",
+                    "ban",
+                    "unban",
+                    "refused",
+                ],
+                "description": "refused: requests refused for one reason since the last such "
+                "entry (one entry per reason every 10 s at most, never one per request); ban, "
+                "unban: a source banned or its ban lifted (past 20 in 10 s, summed with a count).",
             },
             "message": {"type": "string"},
             "uri": {"type": "string"},
             "set": {"type": "string"},
             "old": {"type": "string"},
             "new": {"type": "string"},
-            "cause": {"type": "string"},
+            "cause": {"type": "string", "description": "For refused and ban: the reason."},
+            "host": {"type": "string", "description": "For ban and unban: the source."},
+            "count": {
+                "type": "integer",
+                "description": "refused: how many; ban: the offence, or how many bans summed.",
+            },
+        },
+    },
+    "Ban": {
+        "type": "object",
+        "properties": {
+            "host": {"type": "string"},
+            "reason": {
+                "type": "string",
+                "description": "rate, scanner, enumeration, register-failures, or an "
+                "operator's text.",
+            },
+            "until": {"type": "number", "description": "Its end, epoch seconds."},
+            "seconds_left": {"type": "number"},
+            "offences": {"type": "integer"},
+        },
+        "required": ["host", "reason", "until", "seconds_left", "offences"],
+    },
+    "Protection": {
+        "type": "object",
+        "properties": {
+            "admission": {"type": "boolean", "description": "The admission stage is on."},
+            "refused_total": {"type": "integer"},
+            "refused": {
+                "type": "object",
+                "description": "Requests refused before any transaction, by reason, most first "
+                "(blocklist, acl, banned, rate, scanner, overload, pending, malformed, ...).",
+                "additionalProperties": {"type": "integer"},
+            },
+            "bans_active": {"type": "integer"},
+            "bans": {
+                "type": "array",
+                "items": _ref("Ban"),
+                "description": "The bans in force ending first, at most `limit`.",
+            },
+            "pending": {
+                "type": "object",
+                "properties": {
+                    "transactions": {
+                        "type": "integer",
+                        "description": "Server transactions waiting for their final answer.",
+                    },
+                    "max": {"type": "integer"},
+                    "max_per_source": {"type": "integer"},
+                    "top_sources": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "host": {"type": "string"},
+                                "pending": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+            "streams": {
+                "type": "object",
+                "properties": {
+                    "refused": {
+                        "type": "object",
+                        "description": "TCP and TLS connections refused or closed by a bound.",
+                        "additionalProperties": {"type": "integer"},
+                    },
+                    "inbound": {"type": "integer"},
+                    "outbound": {"type": "integer"},
+                    "buffered_bytes": {"type": "integer"},
+                },
+            },
+            "admin_refused": {
+                "type": "object",
+                "description": "Admin API requests refused, by reason.",
+                "additionalProperties": {"type": "integer"},
+            },
+            "internal_errors": {"type": "integer"},
         },
     },
     "History": {
@@ -333,6 +426,89 @@ PATHS: JSON = {
             "responses": {
                 "200": _json(_ref("ReloadOutcome"), "Reloaded."),
                 **_errors(401, 403, 409, 422),
+            },
+        }
+    },
+    "/api/protection": {
+        "get": {
+            "summary": "Refusals by reason, bans in force, pending transactions",
+            "operationId": "protection",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "description": "At most this many bans listed, those ending first (max 10000).",
+                    "schema": {"type": "integer", "default": 100},
+                }
+            ],
+            "responses": {
+                "200": _json(_ref("Protection"), "Protection."),
+                **_errors(400, 401),
+            },
+        }
+    },
+    "/api/bans": {
+        "post": {
+            "summary": "Ban a source: its requests are dropped until the ban ends",
+            "description": "Every worker drops the host's requests, and the kernel too when "
+            "[protection.nftables] is on. A ban in force that ends later stays as it is. "
+            "Trusted hosts (destinations, trusted networks) cannot be banned.",
+            "operationId": "ban",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "host": {"type": "string", "description": "An IP address."},
+                                "seconds": {
+                                    "type": "number",
+                                    "exclusiveMinimum": 0,
+                                    "maximum": 31536000,
+                                },
+                                "reason": {
+                                    "type": "string",
+                                    "maxLength": 100,
+                                    "default": "operator",
+                                },
+                            },
+                            "required": ["host", "seconds"],
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("Ban"), "The ban in force."),
+                **_errors(
+                    400,
+                    401,
+                    403,
+                    409,
+                    texts={409: "The host is trusted, or the ban table is full."},
+                ),
+            },
+        }
+    },
+    "/api/bans/{host}": {
+        "delete": {
+            "summary": "Lift a ban (and forgive the source's offences)",
+            "operationId": "unban",
+            "parameters": [
+                {"name": "host", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "host": {"type": "string"},
+                            "lifted": {"type": "boolean"},
+                        },
+                    },
+                    "Lifted.",
+                ),
+                **_errors(401, 403, 404, texts={404: "No ban on that host."}),
             },
         }
     },

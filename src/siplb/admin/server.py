@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .api import AdminApi
-from .auth import Guard, load_token
+from .auth import WILDCARDS, Guard, HttpErrorLog, allowed_hosts, load_token
 from .meter import RateHistory
 from .metrics import Metrics
 from .views import JSON, sets_json, status_json
@@ -39,7 +40,14 @@ SHUTDOWN_TIMEOUT = 2.0
 class AdminServer:
     def __init__(self, balancer: Balancer) -> None:
         self.balancer = balancer
-        self.guard = Guard(load_token(balancer.config.admin), balancer.recorder)
+        settings = balancer.config.admin
+        self.guard = Guard(
+            load_token(settings),
+            allowed_hosts(settings, settings.host),
+            balancer.recorder,
+            balancer.loop.time,
+        )
+        self.refused: Counter[str] = self.guard.refused  # reason -> requests refused
         self.meter = RateHistory()
         self.metrics = Metrics(balancer)
         self.clients: set[asyncio.Queue[bytes | None]] = set()
@@ -54,8 +62,14 @@ class AdminServer:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        host, port = self.balancer.config.admin.address
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        settings = self.balancer.config.admin
+        host, port = settings.address
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            logger=HttpErrorLog(self.guard),
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
@@ -71,6 +85,12 @@ class AdminServer:
         log.info("admin API, dashboard and metrics on http://%s:%d/", shown, self.port)
         if self.guard.token is None:
             log.warning("admin: no token configured: reads are open and changes are refused")
+        if host in WILDCARDS and not settings.hosts:
+            log.warning(
+                "admin: listening on every address, but answering only for Host %s: "
+                "name the others in [admin] hosts",
+                ", ".join(sorted(self.guard.hosts)),
+            )
 
     async def stop(self) -> None:
         if self._sampler is not None:
@@ -92,9 +112,11 @@ class AdminServer:
 
     # ---- what a reload or an operator's change tells us ---------------------------------------
     def config_changed(self) -> None:
-        """After a reload or a weight change: rebind metric children, reread the token, and
-        resend every dashboard its table."""
+        """After a reload or a weight change: rebind metric children, reread the token and the
+        Host names, and resend every dashboard its table."""
         self.metrics.bind()
+        listen_host = self.balancer.started_config.admin.host  # the address stays until restart
+        self.guard.hosts = allowed_hosts(self.balancer.config.admin, listen_host)
         try:
             self.guard.token = load_token(self.balancer.config.admin)
         except (OSError, ValueError) as exc:

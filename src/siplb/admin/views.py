@@ -3,10 +3,15 @@ live state on demand (nothing here is kept between requests)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from siplb import __version__
 from siplb.dispatch import DestinationSpec, HealthSnapshot, SetSpec, State
+from siplb.proxy.admission import ACL, BANNED, BLOCKLIST, RATE, SCANNER, BanView
+from siplb.proxy.scanner import ENUMERATION, REGISTER_FAILURES
 
 from .meter import RateHistory, latency_stats
 
@@ -14,6 +19,7 @@ if TYPE_CHECKING:
     from siplb.app import Balancer
 
 JSON = dict[str, Any]
+Workers = list[dict[str, Any]]  # ``Balancer.worker_counters()``: empty for one process
 DRAINED = "drained"
 # Every state a destination is shown in; "drained" is draining with no call left.
 DISPLAY_STATES = (*(str(s) for s in State), DRAINED)
@@ -176,3 +182,141 @@ def status_json(balancer: Balancer, meter: RateHistory, now: float) -> JSON:
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---- protection: what was refused, who is banned, what waits -----------------------------------
+ADMISSION_REASONS = frozenset({BLOCKLIST, ACL, BANNED, RATE, SCANNER})
+BAN_REASONS = frozenset({RATE, SCANNER, ENUMERATION, REGISTER_FAILURES})
+OPERATOR = "operator"  # the label of every ban whose reason an operator wrote
+TOP_SOURCES = 10  # sources listed by pending transactions
+BANS_SHOWN = 100  # bans listed by default by /api/protection
+
+
+def ban_label(reason: str) -> str:
+    """A bounded label for a ban's reason: an operator's own text counts as "operator"."""
+    return reason if reason in BAN_REASONS else OPERATOR
+
+
+def merge_refused(stats: Mapping[str, int], drops: Mapping[str, int] | None) -> Counter[str]:
+    """Requests refused by reason, each counted once, from one proxy's counters.
+
+    The core counts an admission verdict twice: in ``admission.drops`` and in
+    ``stats["refused:<reason>"]``; a banned source's datagram dropped before parsing is counted
+    only in ``admission.drops``. So the admission reasons come from ``drops`` when it is given
+    (``None``: a worker that does not send it), every other reason from ``stats``.
+    """
+    out: Counter[str] = Counter()
+    for key, count in stats.items():
+        if key.startswith("refused:"):
+            reason = key[8:]
+            if drops is None or reason not in ADMISSION_REASONS:
+                out[reason] += count
+    if drops is not None:
+        out.update(drops)
+    return +out
+
+
+def refused_counts(balancer: Balancer, workers: Workers | None = None) -> Counter[str]:
+    """Requests refused by reason over every worker (``workers = N``), else this process's."""
+    proxy = balancer.proxy
+    assert proxy is not None
+    admission = proxy.admission
+    local = admission.drops if admission is not None else None
+    if workers is None:
+        workers = balancer.worker_counters()
+    if not workers:
+        return merge_refused(proxy.stats, local)
+    total: Counter[str] = Counter()
+    for row in workers:
+        drops = row.get("drops")
+        if drops is None and row.get("worker") == balancer.worker:
+            drops = local
+        total.update(merge_refused(row["stats"], drops))
+    return total
+
+
+def pending_transactions(balancer: Balancer, workers: Workers | None = None) -> int:
+    """Server transactions waiting for their final answer, over every worker that reports it."""
+    proxy = balancer.proxy
+    assert proxy is not None
+    if workers is None:
+        workers = balancer.worker_counters()
+    if not workers:
+        return proxy.pending
+    return sum(
+        int(row.get("pending", proxy.pending if row.get("worker") == balancer.worker else 0))
+        for row in workers
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCounts:
+    """The stream pool's bounds at work (``Balancer.pool``)."""
+
+    refused: Counter[str]  # connections refused or closed, by reason
+    inbound: int
+    outbound: int
+    buffered: int  # bytes held by the framers of all connections
+
+    @classmethod
+    def of(cls, pool: object) -> StreamCounts:
+        refused = getattr(pool, "refused", None)
+        return cls(
+            Counter({str(k): v for k, v in refused.items()}) if refused else Counter(),
+            int(getattr(pool, "inbound", 0)),
+            int(getattr(pool, "outbound", 0)),
+            int(getattr(pool, "buffered", 0)),
+        )
+
+
+def admin_refused(balancer: Balancer) -> Counter[str]:
+    """Admin requests refused, by reason (wrong host, missing token ...)."""
+    refused = getattr(balancer.admin, "refused", None)
+    return Counter({str(k): v for k, v in refused.items()}) if refused else Counter()
+
+
+def ban_json(ban: BanView, balancer: Balancer, now: float) -> JSON:
+    return {
+        "host": ban.host,
+        "reason": ban.reason,
+        "until": round(balancer.wall(ban.until), 3),
+        "seconds_left": round(max(0.0, ban.until - now), 1),
+        "offences": ban.offences,
+    }
+
+
+def protection_json(balancer: Balancer, now: float, limit: int = BANS_SHOWN) -> JSON:
+    """``GET /api/protection``: refusals by reason, bans in force (the ``limit`` ending first),
+    pending transactions and their top sources, stream and admin refusals. ``now``: loop time."""
+    proxy = balancer.proxy
+    assert proxy is not None
+    admission = proxy.admission
+    bans = admission.bans(now) if admission is not None else []
+    workers = balancer.worker_counters()
+    refused = refused_counts(balancer, workers)
+    streams = StreamCounts.of(balancer.pool)
+    stats = [w["stats"] for w in workers] or [proxy.stats]
+    return {
+        "admission": admission is not None,
+        "refused_total": sum(refused.values()),
+        "refused": dict(refused.most_common()),
+        "bans_active": len(bans),
+        "bans": [ban_json(ban, balancer, now) for ban in bans[: max(0, limit)]],
+        "pending": {
+            "transactions": pending_transactions(balancer, workers),
+            "max": proxy.max_pending,
+            "max_per_source": proxy.max_pending_per_source,
+            "top_sources": [
+                {"host": host, "pending": count}
+                for host, count in proxy.pending_by_source.most_common(TOP_SOURCES)
+            ],
+        },
+        "streams": {
+            "refused": dict(streams.refused.most_common()),
+            "inbound": streams.inbound,
+            "outbound": streams.outbound,
+            "buffered_bytes": streams.buffered,
+        },
+        "admin_refused": dict(admin_refused(balancer).most_common()),
+        "internal_errors": sum(int(s.get("internal_errors", 0)) for s in stats),
+    }

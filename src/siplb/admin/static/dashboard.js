@@ -1,4 +1,5 @@
-// siplb dashboard: one Server-Sent Events stream (/api/stream), no polling, no libraries.
+// siplb dashboard: one Server-Sent Events stream (/api/stream, read with fetch()), no polling,
+// no libraries.
 // "snapshot" rebuilds the page; "tick" (every second) updates values in place.
 "use strict";
 
@@ -15,7 +16,7 @@ const view = {
   chart: { times: [], sets: {} },
   sparks: {},        // uri -> last 60 per-second values
   setMax: {},        // set -> most active calls on one destination (bars without max_calls)
-  source: null,
+  stream: null,      // AbortController of the open event stream
   lastEventId: 0,
 };
 
@@ -104,32 +105,68 @@ async function changeWeight(set, uri, current) {
 }
 
 // ---- the stream -----------------------------------------------------------------------------
+// Read with fetch() rather than EventSource: EventSource cannot send the Authorization header,
+// and the API refuses a token in the URL (URLs end up in history, logs and Referer headers).
 async function connect() {
-  if (view.source) view.source.close();
+  if (view.stream) view.stream.abort();
+  const stream = new AbortController();
+  view.stream = stream;
+  const again = (delay) => setTimeout(() => { if (view.stream === stream) connect(); }, delay);
   let response;
   try {
-    response = await fetch("/api/status", { headers: authHeaders() });
+    response = await fetch("/api/stream", {
+      headers: { Accept: "text/event-stream", ...authHeaders() },
+      cache: "no-store",
+      signal: stream.signal,
+    });
   } catch (err) {
-    setConn(false, "unreachable");
-    setTimeout(connect, 2000);
+    if (!stream.signal.aborted) { setConn(false, "unreachable"); again(2000); }
     return;
   }
   if (response.status === 401) {
     setConn(false, "token needed");
-    if (!(await askToken("This siplb needs its admin token to show anything."))) return;
-    connect();
+    if (await askToken("This siplb needs its admin token to show anything.")) connect();
     return;
   }
-  const url = "/api/stream" + (token() ? "?token=" + encodeURIComponent(token()) : "");
-  const source = new EventSource(url);
-  view.source = source;
-  source.addEventListener("open", () => setConn(true, "live"));
-  source.addEventListener("snapshot", (e) => { setConn(true, "live"); snapshot(JSON.parse(e.data)); });
-  source.addEventListener("tick", (e) => tick(JSON.parse(e.data)));
-  source.addEventListener("error", () => {
-    setConn(false, "reconnecting");
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
-  });
+  if (!response.ok) {
+    const data = await response.json().catch(() => ({}));
+    setConn(false, `HTTP ${response.status}`);
+    toast(data.error || `the event stream was refused (HTTP ${response.status})`, true);
+    return;
+  }
+  setConn(true, "live");
+  try {
+    await readEvents(response.body, (event, data) => {
+      if (event === "snapshot") { setConn(true, "live"); snapshot(JSON.parse(data)); }
+      else if (event === "tick") tick(JSON.parse(data));
+    });
+  } catch (err) {
+    // the connection broke (or was aborted for a new one): reconnect below unless aborted
+  }
+  if (!stream.signal.aborted) { setConn(false, "reconnecting"); again(2000); }
+}
+
+// Server-Sent Events framing: "event:" and "data:" lines, a blank line ends a message.
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length) onEvent(event, data.join("\n"));
+    }
+  }
 }
 
 function setConn(on, text) {
