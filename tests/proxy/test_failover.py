@@ -145,7 +145,7 @@ def test_down_set_answers_503_with_retry_after_at_once() -> None:
     call = lab.uac.call()
     call.invite()
     lab.net.settle()
-    assert call.statuses == [100, 503]
+    assert call.statuses == [503]  # no destination: refused before any state
     assert call.responses[-1].get(b"retry-after") == b"5"
 
 

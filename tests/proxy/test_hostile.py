@@ -206,15 +206,21 @@ def test_a_malformed_invite_is_answered_once_or_not_at_all(malformed: str) -> No
     assert lab.proxy.transactions == 0
 
 
-def test_a_via_branch_without_value_is_dropped_and_counted() -> None:
-    lab = _lab()
-    data = _request(
-        {"Via": b"SIP/2.0/UDP 127.0.0.9:5000;branch", "CSeq": b"x INVITE"}, b"INVITE", False, 1
-    )
+@pytest.mark.parametrize(("malformed", "answers"), [("reply", [400]), ("drop", [])])
+def test_a_via_branch_without_value_is_answered_once_and_counted(
+    malformed: str, answers: list[int]
+) -> None:
+    caps = LimitsSettings(malformed=malformed)  # type: ignore[arg-type]
+    lab = make_lab(2, protection=ProtectionSettings(), caps=caps)
+    via = b"SIP/2.0/UDP 127.0.0.9:5000;branch"
+    data = _request({"Via": via, "CSeq": b"x INVITE"}, b"INVITE", False, 1)
     lab.proxy.receive(data, SOURCE, 0, 0.0)
-    lab.net.run(1.0)
-    assert lab.proxy.stats["refused:malformed"] == 1
-    assert not [w for w in lab.net.wire if w.source == "proxy"]
+    lab.proxy.receive(data, SOURCE, 0, 0.1)
+    lab.net.run(40.0)
+    sent = [w for w in lab.net.wire if w.source == "proxy"]
+    assert [w.message.status for w in sent] == answers * 2  # type: ignore[union-attr]
+    assert {(w.target.host, w.target.port) for w in sent} <= {(SOURCE.host, SOURCE.port)}
+    assert lab.proxy.stats["refused:malformed"] == 2
 
 
 def test_the_ack_of_a_stateless_answer_is_absorbed() -> None:

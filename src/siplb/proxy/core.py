@@ -19,7 +19,15 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
-from siplb.dispatch import Dispatcher, HashKey, HealthSettings, SetSpec, StateChanged
+from siplb.dispatch import (
+    Destination,
+    Dispatcher,
+    HashKey,
+    HealthSettings,
+    NoDestination,
+    SetSpec,
+    StateChanged,
+)
 from siplb.settings import (
     LimitsSettings,
     ProtectionSettings,
@@ -250,8 +258,11 @@ class Proxy:
         try:
             via = request.top_via()
             key = _server_key(request, via)
-        except ParseError as exc:  # nowhere to answer to
-            self._drop(f"malformed: {exc.reason}", source, "malformed")
+        except ParseError as exc:  # answered to the source address, never to the Via
+            self.stats["refused:malformed"] += 1
+            status = exc.status_hint if self.reply_malformed and request.has(b"via") else None
+            raw_key = ((request.get(b"via") or b"").decode("latin-1"), request.method)
+            self._refuse(request, raw_key, status, exc.reason, source, listener)
             return
         admission = self.admission
         if admission is not None:
@@ -280,6 +291,15 @@ class Proxy:
                 refusal = self._check_route(request, routed, source)
             except ParseError as exc:
                 refusal = _Refusal(exc.status_hint, exc.reason, "route")
+        dispatch: _Dispatch | None = None
+        if (
+            refusal is None
+            and routed.next_hop is None
+            and routed.initial
+            and (request.method != "OPTIONS" or not self._is_for_us(request))
+        ):
+            dispatch = self._dispatch(request, source)
+            refusal = dispatch.refusal
         if refusal is not None:
             self.stats[f"refused:{refusal.label}"] += 1
             self._refuse(
@@ -297,7 +317,25 @@ class Proxy:
         if request.method == "CANCEL":
             self._cancel(request, txn, key, now)
             return
-        self._route(request, routed, txn, source, listener, now)
+        self._route(request, routed, dispatch, txn, listener, now)
+
+    def _dispatch(self, request: Request, source: Target) -> _Dispatch:
+        """A new dialog's set and first destination, chosen before any state is made: when
+        no destination can take it, one stateless 503 (with Retry-After when waiting helps)."""
+        if not self.accepting:
+            return _Dispatch(
+                "", b"", None, _Refusal(503, "shutting down", "shutdown", self.retry_after())
+            )
+        set_name = self._select_set(request, source)
+        hash_input = self._hash_input(request, set_name)
+        choice = self.dispatcher.choose(set_name, hash_input)
+        if isinstance(choice, NoDestination):
+            reason = str(choice.reason)
+            extra = self.retry_after() if reason in ("all-full", "all-down") else None
+            return _Dispatch(
+                set_name, hash_input, None, _Refusal(503, reason, "no-destination", extra)
+            )
+        return _Dispatch(set_name, hash_input, choice, None)
 
     def _screen(self, request: Request, source: Target, now: float) -> _Refusal | None:
         """What refuses a new request before any state is made (16.3, overload, caps)."""
@@ -400,8 +438,8 @@ class Proxy:
         self,
         request: Request,
         routed: Routed,
+        dispatch: _Dispatch | None,
         txn: ServerTransaction,
-        source: Target,
         listener: int,
         now: float,
     ) -> None:
@@ -417,20 +455,17 @@ class Proxy:
                 target_listener=routed.hop_listener,
             ).start(now)
             return
-        if request.method == "OPTIONS" and self._is_for_us(request):
+        if dispatch is None:  # OPTIONS to us (anything else was refused before)
             self.respond(txn, 200, now, extra=[(b"Allow", ALLOW), (b"Accept", b"application/sdp")])
             return
-        if not self.accepting:
-            self.respond(txn, 503, now, extra=self.retry_after(), cause="shutting down")
-            return
-        set_name = self._select_set(request, source)
         Forwarding(
             self,
             txn,
             routed.edit,
             incoming=listener,
-            set_name=set_name,
-            hash_input=self._hash_input(request, set_name),
+            set_name=dispatch.set_name,
+            hash_input=dispatch.hash_input,
+            first=dispatch.first,
         ).start(now)
 
     def _preprocess(self, request: Request, via: Via, source: Target) -> Routed:
@@ -863,6 +898,16 @@ class Routed:
     hop_listener: int | None
     initial: bool
     phone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Dispatch:
+    """A new dialog's set, hash input and first destination, or why there is none."""
+
+    set_name: str
+    hash_input: bytes
+    first: Destination | None
+    refusal: _Refusal | None
 
 
 @dataclass(frozen=True, slots=True)

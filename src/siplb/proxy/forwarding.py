@@ -34,6 +34,7 @@ class Forwarding:
         "cancelled",
         "current",
         "done",
+        "first",
         "hash_input",
         "incoming",
         "method",
@@ -57,6 +58,7 @@ class Forwarding:
         hash_input: bytes = b"",
         target: Target | None = None,
         target_listener: int | None = None,
+        first: Destination | None = None,
     ) -> None:
         self.proxy = proxy
         self.server = server
@@ -70,6 +72,7 @@ class Forwarding:
         self.hash_input = hash_input
         self.target = target
         self.target_listener = target_listener
+        self.first = first  # the destination chosen before the transaction was made
         self.tried: frozenset[str] = frozenset()
         self.attempts = 0
         self.current: ClientTransaction | None = None
@@ -89,7 +92,10 @@ class Forwarding:
     def _attempt(self, now: float) -> None:
         proxy = self.proxy
         if self.set_name is not None:
-            choice = proxy.dispatcher.choose(self.set_name, self.hash_input, self.tried)
+            choice = self.first or proxy.dispatcher.choose(
+                self.set_name, self.hash_input, self.tried
+            )
+            self.first = None
             if isinstance(choice, NoDestination):
                 self._give_up(choice.reason, now)
                 return
