@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables
+APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables
 
 .PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean
 
@@ -24,7 +24,7 @@ venv: $(STAMP)
 # SIPp and Kamailio are the real peers of the end-to-end tests, Chromium the browser the
 # dashboard tests drive through Playwright (Debian packages; Playwright downloads no browser);
 # openssl makes the TLS tests' certificates, iproute2 and iptables build the NAT test's
-# network namespaces.
+# network namespaces, nftables holds bans in the kernel (tested in a namespace).
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
@@ -33,6 +33,7 @@ system-deps:
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
+	command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing="$$missing nftables"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

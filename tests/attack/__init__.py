@@ -1,0 +1,1 @@
+"""Small, bounded attack tools for the protection tests (loopback only)."""
