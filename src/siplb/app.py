@@ -316,6 +316,27 @@ class Balancer:
         log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
         self._flush()
 
+    def ban(self, host: str, seconds: float, reason: str) -> bool:
+        """Drop ``host``'s requests for ``seconds`` (in every worker, and in the kernel's set when
+        nftables is on); False when it is trusted or banned already at least as long."""
+        proxy = self.proxy
+        assert proxy is not None
+        made = proxy.ban(host, seconds, reason, self.loop.time())
+        if made:
+            log.info("admin: ban %s for %.0f s (%s)", host, seconds, reason)
+        self._flush()
+        return made
+
+    def unban(self, host: str) -> bool:
+        """Lift a ban; False when ``host`` was not banned."""
+        proxy = self.proxy
+        assert proxy is not None
+        lifted = proxy.unban(host)
+        if lifted:
+            log.info("admin: ban on %s lifted", host)
+        self._flush()
+        return lifted
+
     def set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
         """Change a destination's weight in one set until the next reload."""
         proxy = self.proxy

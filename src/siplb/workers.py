@@ -201,29 +201,27 @@ class WorkerBalancer(Balancer):
         return replace(config.protection, rate=share)
 
     def _ban_changed(self, event: SourceBanned | BanLifted) -> None:
+        """A ban made here goes to every worker. A lift does not: each worker lets its own copy
+        expire, and an operator's unban is sent by ``unban``."""
         super()._ban_changed(event)
         if isinstance(event, SourceBanned):
             seconds = event.until - self.loop.time()
             self._broadcast("ban", host=event.host, seconds=seconds, reason=event.reason)
-        else:  # a lift the others hold already makes no event there: nothing echoes
-            self._broadcast("unban", host=event.host)
+
+    def unban(self, host: str) -> bool:
+        lifted = super().unban(host)
+        self._broadcast("unban", host=host)
+        return lifted
 
     def _peer_ban(self, host: str, seconds: float, reason: str) -> None:
-        proxy = self.proxy
-        if proxy is None or proxy.admission is None or seconds <= 0:
-            return
         # a ban this worker already holds as long makes no event, so nothing echoes back
-        admission = proxy.admission
-        if admission.ban(host, seconds, reason, self.loop.time()):
-            proxy.events.extend(admission.events)
-            admission.events.clear()
+        if self.proxy is not None and seconds > 0:
+            self.proxy.ban(host, seconds, reason, self.loop.time())
             self._flush()
 
     def _peer_unban(self, host: str) -> None:
-        proxy = self.proxy
-        if proxy is not None and proxy.admission is not None and proxy.admission.unban(host):
-            proxy.events.extend(proxy.admission.events)
-            proxy.admission.events.clear()
+        if self.proxy is not None:
+            self.proxy.unban(host)
             self._flush()
 
     # ---- calls -----------------------------------------------------------------------------

@@ -83,8 +83,9 @@ async def test_refusals_are_counted_once_per_reason(tmp_path: Path) -> None:
         proxy = lab.balancer.proxy
         assert proxy is not None
         assert proxy.admission is not None
-        # the core counts a verdict in both places, and a banned datagram only in drops
-        assert proxy.stats["refused:rate"] == 1
+        # the admission stage counts its verdicts (banned datagrams too), the core its own
+        assert proxy.admission.drops["rate"] == 1
+        assert "refused:rate" not in proxy.stats
         assert proxy.admission.drops["banned"] == 20 - BUDGET - 1
         samples = await scrape(lab)
         refused = {
@@ -141,19 +142,20 @@ async def test_stream_admin_and_internal_error_counters(tmp_path: Path) -> None:
 
 
 MERGES = [
-    ({"refused:rate": 2, "refused:overload": 3}, None, {"rate": 2, "overload": 3}),
+    # the core's refusals in stats (refused:<reason>), the admission stage's in drops
+    ({"refused:relay": 2, "refused:overload": 3}, None, {"relay": 2, "overload": 3}),
     (
-        {"refused:rate": 2, "refused:overload": 3},
+        {"refused:relay": 2, "refused:overload": 3},
         {"rate": 2, "banned": 9},
-        {"rate": 2, "banned": 9, "overload": 3},
+        {"relay": 2, "rate": 2, "banned": 9, "overload": 3},
     ),
-    ({"refused:acl": 1, "dropped": 5, "requests": 7}, {"acl": 1}, {"acl": 1}),
+    ({"dropped": 5, "requests": 7}, {"acl": 1}, {"acl": 1}),
     ({}, {}, {}),
 ]
 
 
 @pytest.mark.parametrize(("stats", "drops", "expected"), MERGES)
-def test_merge_refused_takes_admission_reasons_from_drops(
+def test_merge_refused_sums_the_core_and_the_admission_stage(
     stats: dict[str, int], drops: dict[str, int] | None, expected: dict[str, int]
 ) -> None:
     assert merge_refused(stats, drops) == expected
@@ -179,8 +181,8 @@ async def test_workers_are_summed(tmp_path: Path) -> None:
         assert balancer.proxy is not None
         rows = [
             row(0, dict(balancer.proxy.stats)),  # as WorkerBalancer.counters() sends it
-            row(1, {"refused:rate": 4, "refused:overload": 2, "internal_errors": 1}),
-            row(2, {"refused:rate": 1}, drops={"rate": 1, "banned": 10}, pending=3),
+            row(1, {"refused:overload": 2, "internal_errors": 1}, drops={"rate": 4}),
+            row(2, {}, drops={"rate": 1, "banned": 10}, pending=3),
         ]
         balancer.worker_counters = lambda: rows  # type: ignore[method-assign]
         samples = await scrape(lab)

@@ -187,3 +187,30 @@ def test_a_cancelled_branch_that_never_answers_ends_after_64_t1() -> None:
     assert lab.uac.finals("INVITE") == [(1.0 + 64 * 0.5, 487)]
     assert call.statuses[-1] == 487
     assert lab.active(0) == 0
+
+
+def test_cancel_while_shutting_down_still_cancels() -> None:
+    """A CANCEL follows its INVITE: it is never turned away as a new request would be."""
+    lab = make_lab([Script(invite=(180, (200, 5.0)))])
+    call = lab.uac.call()
+    call.invite()
+    lab.net.run(1.0)
+    lab.proxy.stop_accepting()
+    call.cancel()
+    lab.net.run(2.0)
+    assert cancel_statuses(call) == [200]
+    assert len(lab.uas[0].requests("CANCEL")) == 1
+    assert call.statuses[-1] == 487
+
+
+def test_cancel_takes_no_turn_of_the_round_robin() -> None:
+    lab = make_lab([Script(invite=(180, (200, 5.0))), Script(invite=(180, (200, 5.0)))])
+    first = lab.uac.call()
+    first.invite()
+    lab.net.run(1.0)
+    first.cancel()
+    lab.net.run(2.0)
+    second = lab.uac.call()
+    second.invite()
+    lab.net.run(3.0)
+    assert [len(uas.invites) for uas in lab.uas] == [1, 1]

@@ -35,9 +35,6 @@ from .views import (
 )
 
 if TYPE_CHECKING:
-    from siplb.proxy.admission import Admission
-    from siplb.proxy.core import Proxy
-
     from .server import AdminServer
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -220,9 +217,8 @@ class AdminApi:
             return error(409, "this balancer has no admission stage")
         if admission.is_trusted(host):
             return error(409, f"{host} is trusted (a destination or a trusted network)")
+        balancer.ban(host, wanted.seconds, wanted.reason)
         now = balancer.loop.time()
-        admission.ban(host, wanted.seconds, wanted.reason, now)
-        self._flush_bans(proxy, admission)
         view = next((ban for ban in admission.bans(now) if ban.host == host), None)
         if view is None:  # the table was full and this ban would have ended first
             return error(409, f"{host} could not be banned (the ban table is full)")
@@ -230,20 +226,9 @@ class AdminApi:
 
     async def unban(self, request: web.Request) -> web.Response:
         host = request.match_info["host"]
-        proxy = self.balancer.proxy
-        assert proxy is not None
-        admission = proxy.admission
-        if admission is None or not admission.unban(host):
+        if not self.balancer.unban(host):
             return error(404, f"no ban on {host}")
-        self._flush_bans(proxy, admission)
         return web.json_response({"host": host_key(host), "lifted": True})
-
-    def _flush_bans(self, proxy: Proxy, admission: Admission) -> None:
-        """Hand the admission stage's ban events to the shell now (the core moves them only
-        when a request or its housekeeping runs): journal, kernel set, other workers."""
-        proxy.events.extend(admission.events)
-        admission.events.clear()
-        self.balancer._flush()
 
     async def reload(self, request: web.Request) -> web.Response:
         outcome = self.balancer.reload_file(f"admin API from {request.remote}")

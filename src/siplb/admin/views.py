@@ -198,19 +198,12 @@ def ban_label(reason: str) -> str:
 
 
 def merge_refused(stats: Mapping[str, int], drops: Mapping[str, int] | None) -> Counter[str]:
-    """Requests refused by reason, each counted once, from one proxy's counters.
-
-    The core counts an admission verdict twice: in ``admission.drops`` and in
-    ``stats["refused:<reason>"]``; a banned source's datagram dropped before parsing is counted
-    only in ``admission.drops``. So the admission reasons come from ``drops`` when it is given
-    (``None``: a worker that does not send it), every other reason from ``stats``.
-    """
+    """Requests refused by reason, from one proxy's counters: the core's own refusals
+    (``stats["refused:<reason>"]``) and the admission stage's (``admission.drops``)."""
     out: Counter[str] = Counter()
     for key, count in stats.items():
         if key.startswith("refused:"):
-            reason = key[8:]
-            if drops is None or reason not in ADMISSION_REASONS:
-                out[reason] += count
+            out[key[8:]] += count
     if drops is not None:
         out.update(drops)
     return +out

@@ -1,23 +1,29 @@
 """The admission stage: which requests get a transaction at all (DESIGN.md 4, protection first).
 
 A dropped packet costs far less than a forwarded one, so hostile traffic is refused here, before
-any state is made. ``check`` looks at a request and its source host in this order; the first
-step that refuses decides:
+any state is made. The first step that refuses decides:
+
+``check_source`` (the source alone, before the datagram is even parsed):
 
 1. **Blocklist**: the source is in a network of the blocklist file: dropped silently (known
    hostile, not worth an answer).
-2. **ACL**: the first ``[[acl]]`` rule matching the source, the method and the listener's name
+2. **Ban**: a source banned until later is dropped silently. A destination or a host in a
+   ``trusted`` network is never banned: a PBX sending a burst of calls back is no attacker.
+
+``check_request`` (the parsed request):
+
+3. **ACL**: the first ``[[acl]]`` rule matching the source, the method and the listener's name
    decides; no match allows. A denied request gets ``403`` once (statelessly). ACL rules apply to
    everyone, trusted sources and destinations included.
-3. **Trusted**: a destination or a host in a ``trusted`` network skips everything below. It is
-   never banned, rate limited or taken for a scanner: a PBX sending a burst of calls back is not
-   an attacker.
-4. **Ban**: a source banned until later is dropped silently.
+4. **Trusted**: a destination or a host in a ``trusted`` network skips the steps below: it is
+   never rate limited or taken for a scanner.
 5. **Scanner signature**: a known tool's User-Agent or a From pattern (``scanner.Signatures``)
    bans the source for ``scanners.ban_time``; the request is dropped, or answered ``403`` with
    ``scanners.action = "reply"``.
 6. **Rate**: over one of its per-class budgets (``pike.RateLimiter``) the source is banned for a
    time that doubles for repeat offenders (a decaying score); the request is dropped.
+
+``check`` runs both, for callers that have the request already.
 
 After the request, ``final_answer`` feeds the final status it got back to the scanner watch:
 refusals for many users are extension enumeration, REGISTERs refused in a row are password
@@ -148,21 +154,22 @@ class Admission:
 
     # ---- the hot path --------------------------------------------------------------------------
     def check(self, request: Request, host: str, listener: int, now: float) -> Verdict | None:
-        """None to admit a request from ``host`` on listener number ``listener``; else why not."""
+        """None to admit a request from ``host`` on listener number ``listener``; else why not:
+        ``check_source`` and then ``check_request``."""
+        return self.check_source(host, now) or self.check_request(request, host, listener, now)
+
+    def check_request(
+        self, request: Request, host: str, listener: int, now: float
+    ) -> Verdict | None:
+        """The steps that need the parsed request (ACL, scanner, rate), for a request whose
+        source ``check_source`` admitted (the proxy core runs that before parsing)."""
         policy = self._acl.policy(host)
-        if policy.blocked:
-            self.drops[BLOCKLIST] += 1
-            return _BLOCKED
         if policy.rules and not policy.allows(request.method, self._listener_name(listener)):
             self.drops[ACL] += 1
             return _DENIED_SILENTLY if request.method == "ACK" else _DENIED
         if policy.trusted:
             return None
         key = policy.key
-        ban = self._bans.get(key)
-        if ban is not None and ban.until > now:
-            self.drops[BANNED] += 1
-            return _BANNED
         if self._scanners_on:
             detail = self._signatures.match(request)
             if detail is not None:
@@ -185,10 +192,10 @@ class Admission:
         return None
 
     def check_source(self, host: str, now: float) -> Verdict | None:
-        """Steps 1, 3 and 4 alone, before parsing: a blocked or banned source (counted), or None.
+        """Steps 1, 3 and 4, before parsing: a blocked or banned source (counted), or None.
 
-        A datagram from such a source can be dropped without being parsed; ``check`` must still
-        run on the parsed request of any other.
+        A datagram from such a source is dropped without being parsed; ``check_request`` runs
+        on the parsed request of any other.
         """
         policy = self._acl.policy(host)
         if policy.blocked:

@@ -143,18 +143,30 @@ class Proxy:
 
     # ---- the shell's inputs --------------------------------------------------------------------
     def receive(self, data: bytes, source: Target, listener: int, now: float) -> None:
-        admission = self.admission
-        if admission is not None and admission.check_source(source.host, now) is not None:
-            self.stats["dropped"] += 1  # a banned or blocked source costs a lookup, not a parse
-            return
+        if self._source_refused(source, now):
+            return  # a banned or blocked source costs a lookup, not a parse
         try:
             message = parse(data, self.limits)
         except ParseError as exc:
             self.receive_malformed(data, exc, source, listener)
             return
-        self.receive_message(message, source, listener, now)
+        self._receive(message, source, listener, now)
 
     def receive_message(
+        self, message: Request | Response, source: Target, listener: int, now: float
+    ) -> None:
+        """A message framed by a stream connection (TCP, TLS)."""
+        if not self._source_refused(source, now):
+            self._receive(message, source, listener, now)
+
+    def _source_refused(self, source: Target, now: float) -> bool:
+        admission = self.admission
+        if admission is None or admission.check_source(source.host, now) is None:
+            return False
+        self.stats["dropped"] += 1  # counted by reason in admission.drops
+        return True
+
+    def _receive(
         self, message: Request | Response, source: Target, listener: int, now: float
     ) -> None:
         if isinstance(message, Request):
@@ -266,15 +278,11 @@ class Proxy:
             return
         admission = self.admission
         if admission is not None:
-            verdict = admission.check(request, source.host, listener, now)
-            if admission.events:
-                self.events.extend(admission.events)
-                admission.events.clear()
-            if verdict is not None:
-                self.stats[f"refused:{verdict.reason}"] += 1
-                self._refuse(
-                    request, key, verdict.status, verdict.detail or verdict.reason, source, listener
-                )
+            verdict = admission.check_request(request, source.host, listener, now)
+            self._take_admission_events()
+            if verdict is not None:  # counted by reason in admission.drops
+                cause = verdict.detail or verdict.reason
+                self._refuse(request, key, verdict.status, cause, source, listener)
                 return
         if request.method == "ACK":
             self._ack(request, via, key, source, listener, now)
@@ -292,12 +300,7 @@ class Proxy:
             except ParseError as exc:
                 refusal = _Refusal(exc.status_hint, exc.reason, "route")
         dispatch: _Dispatch | None = None
-        if (
-            refusal is None
-            and routed.next_hop is None
-            and routed.initial
-            and (request.method != "OPTIONS" or not self._is_for_us(request))
-        ):
+        if refusal is None and self._needs_destination(request, routed):
             dispatch = self._dispatch(request, source)
             refusal = dispatch.refusal
         if refusal is not None:
@@ -318,6 +321,13 @@ class Proxy:
             self._cancel(request, txn, key, now)
             return
         self._route(request, routed, dispatch, txn, listener, now)
+
+    def _needs_destination(self, request: Request, routed: Routed) -> bool:
+        """A new request for a destination set: not one routed by Route or Request-URI, not a
+        CANCEL (it follows its INVITE), not an OPTIONS to siplb itself."""
+        if routed.next_hop is not None or not routed.initial or request.method == "CANCEL":
+            return False
+        return request.method != "OPTIONS" or not self._is_for_us(request)
 
     def _dispatch(self, request: Request, source: Target) -> _Dispatch:
         """A new dialog's set and first destination, chosen before any state is made: when
@@ -852,6 +862,31 @@ class Proxy:
         if event is not None:
             self.events.append(event)
 
+    # ---- bans (the operator, or another worker) ----------------------------------------------
+    def ban(self, host: str, seconds: float, reason: str, now: float) -> bool:
+        """Drop ``host``'s requests for ``seconds``; False when it is trusted (a destination or
+        a trusted network), or banned already at least as long."""
+        if self.admission is None:
+            return False
+        made = self.admission.ban(host, seconds, reason, now)
+        self._take_admission_events()
+        return made
+
+    def unban(self, host: str) -> bool:
+        """Lift a ban and forgive the source; False when it was not banned."""
+        if self.admission is None:
+            return False
+        lifted = self.admission.unban(host)
+        self._take_admission_events()
+        return lifted
+
+    def _take_admission_events(self) -> None:
+        """The admission stage's bans and lifts, for the shell (log, kernel set, workers)."""
+        admission = self.admission
+        if admission is not None and admission.events:
+            self.events.extend(admission.events)
+            admission.events.clear()
+
     def _drop(self, reason: str, source: Target, label: str | None = None) -> None:
         self.stats["dropped"] += 1
         if label is not None:
@@ -864,12 +899,9 @@ class Proxy:
         expired = self.dispatcher.accounting.expire(
             now, settings.max_call_age, settings.setup_timeout, ack_timeout
         )
-        admission = self.admission
-        if admission is not None:
-            admission.expire(now)
-            if admission.events:
-                self.events.extend(admission.events)
-                admission.events.clear()
+        if self.admission is not None:
+            self.admission.expire(now)
+            self._take_admission_events()
         if expired:
             self.events.append(CallsExpired(len(expired)))
         self.dispatcher.sweep()
