@@ -25,6 +25,7 @@ from siplb.io.nft import NftBans
 from siplb.io.tcp import ConnectionPool
 from siplb.io.tls import client_context, server_context
 from siplb.io.udp import UdpEndpoint, bind_udp, local_address_for
+from siplb.logs import RefusalLog
 from siplb.proxy.actions import (
     CallsExpired,
     FailedOver,
@@ -112,7 +113,7 @@ class Balancer:
         self._backlog_timer: asyncio.TimerHandle | None = None
         self.started_at = self.loop.time()
         self.probing = True  # OPTIONS probes (one worker of several probes for all)
-        self._internal_error_log_at = 0.0
+        self._fault_log = RefusalLog()  # a bug a peer can trigger is logged once in a while
         self.pushes_bans = True  # into the kernel's nftables sets (one process of several)
         self.nft: NftBans | None = None
 
@@ -384,10 +385,10 @@ class Balancer:
     def _internal_error(self, addr: tuple[str, int]) -> None:
         assert self.proxy is not None
         self.proxy.stats["internal_errors"] += 1
-        now = self.loop.time()
-        if now >= self._internal_error_log_at:
-            self._internal_error_log_at = now + 10.0
-            log.exception("internal error on a message from %s (logged once per 10 s)", addr[0])
+        left_out = self._fault_log.admit("internal error", "", self.loop.time())
+        if left_out is not None:
+            more = f" ({left_out} more since the last one)" if left_out else ""
+            log.exception("internal error on a message from %s%s", addr[0], more)
 
     def _on_stream_message(self, message: Request | Response, peer: Target, index: int) -> None:
         assert self.proxy is not None

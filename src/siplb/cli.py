@@ -185,10 +185,7 @@ def status(
             out["protection"] = protection
         click.echo(json.dumps(out, indent=2))
         return
-    table = format_status(info, sets, time.time())
-    if protection is not None:
-        table = _insert_after(table, "Calls:", format_protection(protection))
-    click.echo(table)
+    click.echo(format_status(info, sets, time.time(), protection))
 
 
 def _protection(client: Any, limit: int) -> Any:
@@ -201,76 +198,6 @@ def _protection(client: Any, limit: int) -> Any:
         if exc.status == 404:
             return None
         _fail(exc)
-
-
-def _insert_after(text: str, prefix: str, line: str) -> str:
-    """``line`` after the first line of ``text`` starting with ``prefix`` (else at the end)."""
-    lines = text.splitlines()
-    at = next((i + 1 for i, old in enumerate(lines) if old.startswith(prefix)), len(lines))
-    lines.insert(at, line)
-    return "\n".join(lines)
-
-
-TOP_REASONS = 4  # reasons named on the status line; the rest are summed
-
-
-def format_protection(body: Any) -> str:
-    """``siplb status``'s protection line: refusals by their top reasons, bans, pending."""
-    refused: dict[str, int] = body["refused"]
-    total = body["refused_total"]
-    top = sorted(refused.items(), key=lambda item: -item[1])
-    reasons = [f"{reason} {count}" for reason, count in top[:TOP_REASONS]]
-    rest = sum(count for _, count in top[TOP_REASONS:])
-    if rest:
-        reasons.append(f"other {rest}")
-    shown = f" ({', '.join(reasons)})" if reasons else ""
-    bans = body["bans_active"]
-    pending = body["pending"]["transactions"]
-    line = (
-        f"Protection: {total} refused{shown}; {bans} ban{'' if bans == 1 else 's'} in force; "
-        f"{pending} pending transaction{'' if pending == 1 else 's'}"
-    )
-    streams = body["streams"]["refused"]
-    if streams:
-        line += f"; {sum(streams.values())} stream connections refused"
-    return line
-
-
-BAN_COLUMNS = (("Host", 39, "<"), ("Reason", 20, "<"), ("Left", 8, ">"), ("Offences", 8, ">"))
-
-
-def format_bans(body: Any) -> str:
-    """``siplb bans``: one line per ban in force, the one ending first first."""
-    bans = body["bans"]
-    count = body["bans_active"]
-    head = f"{count} ban{'' if count == 1 else 's'} in force"
-    if len(bans) < count:
-        head += f" ({len(bans)} ending first shown)"
-    lines = [head]
-    if bans:
-        lines.append(_ban_row(name for name, _, _ in BAN_COLUMNS))
-        for ban in bans:
-            cells = (ban["host"], ban["reason"], _left(ban["seconds_left"]), str(ban["offences"]))
-            lines.append(_ban_row(cells))
-    return "\n".join(lines)
-
-
-def _ban_row(cells: Any) -> str:
-    out = []
-    for (_, width, align), cell in zip(BAN_COLUMNS, cells, strict=True):
-        out.append(cell.ljust(width) if align == "<" else cell.rjust(width))
-    return " ".join(out).rstrip()
-
-
-def _left(seconds: float) -> str:
-    s = int(seconds)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{s:02d}s"
-    return f"{s}s"
 
 
 @main.group()
@@ -354,6 +281,8 @@ def bans(
     as_json: bool,
 ) -> None:
     """The sources banned now, the one whose ban ends first first."""
+    from siplb.admin.client import format_bans
+
     client = _client(admin_url, token_file, config_path)
     body = _protection(client, limit)
     if body is None:
@@ -385,10 +314,13 @@ def ban(
     reason: str,
 ) -> None:
     """Drop every request from HOST (an IP address) for a while, on every worker."""
+    from siplb.admin.client import format_duration
+
     client = _client(admin_url, token_file, config_path)
     body = {"host": host, "seconds": seconds, "reason": reason}
     view = _call(lambda: client.request("POST", "/api/bans", body))
-    click.echo(f"{view['host']} banned for {_left(view['seconds_left'])} ({view['reason']})")
+    left = format_duration(view["seconds_left"])
+    click.echo(f"{view['host']} banned for {left} ({view['reason']})")
 
 
 @main.command()

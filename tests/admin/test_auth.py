@@ -16,8 +16,9 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from siplb.admin.auth import LOG_EVERY, RefusalLog, host_name
+from siplb.admin.auth import host_name
 from siplb.app import Balancer
+from siplb.logs import LOG_EVERY, RefusalLog
 
 from .conftest import DESTS, TOKEN, config_text, run_async, served_admin
 

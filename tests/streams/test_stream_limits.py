@@ -22,8 +22,9 @@ import pytest
 import uvloop
 
 from e2e.certs import make_ca, make_leaf
-from siplb.io.tcp import ConnectionPool, Refusal, RefusalLog
+from siplb.io.tcp import ConnectionPool, Refusal, log_refusal
 from siplb.io.tls import server_context
+from siplb.logs import RefusalLog
 from siplb.proxy.actions import Target
 from siplb.settings import TcpSettings, TlsFiles
 from siplb.sip import FramingError, Limits, StreamFramer
@@ -343,9 +344,9 @@ def test_refusals_are_logged_once_per_reason_every_ten_seconds(
     refusals = RefusalLog()
     with caplog.at_level(logging.WARNING, logger="siplb.tcp"):
         for now in (0.0, 1.0, 2.0, 9.9):
-            refusals.note(Refusal.PER_SOURCE, f"per source at {now}", now)
-        refusals.note(Refusal.BUFFERED, "buffered at 3.0", 3.0)
-        refusals.note(Refusal.PER_SOURCE, "per source at 10.0", 10.0)
+            log_refusal(refusals, Refusal.PER_SOURCE, f"per source at {now}", now)
+        log_refusal(refusals, Refusal.BUFFERED, "buffered at 3.0", 3.0)
+        log_refusal(refusals, Refusal.PER_SOURCE, "per source at 10.0", 10.0)
     assert [record.getMessage() for record in caplog.records] == [
         "per source at 0.0",
         "buffered at 3.0",

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from siplb.logs import RefusalLog
 from siplb.settings import AdminSettings
 
 if TYPE_CHECKING:
@@ -48,9 +49,6 @@ OPEN_PREFIXES = ("/static/",)
 TOKEN_PARAMETER = "token"
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = frozenset({"0.0.0.0", "::", ""})
-LOG_EVERY = 10.0  # seconds between two log lines of one (reason, source)
-LOG_SOURCES = 1024  # (reason, source) pairs remembered; past that, new sources share one line
-OTHER_SOURCES = "other sources"
 SHOWN = 200  # characters of a refused path or Host header in its log line
 
 
@@ -121,49 +119,6 @@ def allowed_hosts(settings: AdminSettings, listen_host: str) -> frozenset[str]:
     """The Host names the API answers for: ``hosts``, else the listen host and the local names."""
     names: Iterable[str] = settings.hosts or (listen_host, *LOCAL_NAMES)
     return frozenset(name.strip().strip("[]").lower().removesuffix(".") for name in names)
-
-
-# ---- rate-limited log lines ------------------------------------------------------------------
-@dataclass(slots=True)
-class _Window:
-    until: float
-    left_out: int = 0
-
-
-class RefusalLog:
-    """Decides which refusals get a log line: at most one per (reason, source) every ``every``
-    seconds; the first after a quiet spell carries the count of those left out before it.
-
-        left_out = refusal_log.admit("wrong token", "192.0.2.7", now)
-        if left_out is not None: log it, adding "and {left_out} more" when left_out > 0
-    """
-
-    def __init__(self, every: float = LOG_EVERY, capacity: int = LOG_SOURCES) -> None:
-        self.every = every
-        self.capacity = capacity
-        self._windows: dict[tuple[str, str], _Window] = {}
-
-    def admit(self, reason: str, source: str, now: float) -> int | None:
-        """None: leave this line out. Else write it: ``left_out`` lines were left out before."""
-        key = (reason, source)
-        if key not in self._windows and len(self._windows) >= self.capacity:
-            self._forget(now)
-            if len(self._windows) >= self.capacity:
-                key = (reason, OTHER_SOURCES)
-        window = self._windows.get(key)
-        if window is not None and now < window.until:
-            window.left_out += 1
-            return None
-        self._windows[key] = _Window(now + self.every)
-        return window.left_out if window is not None else 0
-
-    def _forget(self, now: float) -> None:
-        """Drop the windows that are over and owe no count."""
-        self._windows = {
-            key: window
-            for key, window in self._windows.items()
-            if now < window.until or window.left_out
-        }
 
 
 # ---- the guard -------------------------------------------------------------------------------

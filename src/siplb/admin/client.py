@@ -108,10 +108,11 @@ COLUMNS = (
 )
 
 
-def format_status(status: Any, sets: Any, now: float) -> str:
-    """``siplb status``: a header, then each set and its destinations (like ``ipvsadm -L -n``)."""
+def format_status(status: Any, sets: Any, now: float, protection: Any = None) -> str:
+    """``siplb status``: a header, then each set and its destinations (like ``ipvsadm -L -n``);
+    with ``protection`` (``GET /api/protection``) a line about refusals and bans."""
     lines = [
-        f"siplb {status['version']} node {status['node_id']}, up {_duration(status['uptime_s'])}, "
+        f"siplb {status['version']} node {status['node_id']}, up {format_duration(status['uptime_s'])}, "
         f"config {status['config']['file']} (sha256 {status['config']['sha256'][:12]})",
         "Listeners: "
         + ", ".join(f"{item['transport']} {item['address']}" for item in status["listeners"]),
@@ -122,14 +123,16 @@ def format_status(status: Any, sets: Any, now: float) -> str:
         f"transactions {totals['transactions']['server'] + totals['transactions']['client']}"
         + ("" if status["accepting"] else "; STOPPING (no new calls)")
     )
+    if protection is not None:
+        lines.append(format_protection(protection))
     width = max([34, *(len(d["uri"]) + 5 for s in sets for d in s["destinations"])])
-    head = "  -> Destination".ljust(width) + _row(name for name, _, _ in COLUMNS)
+    head = "  -> Destination".ljust(width) + _row(COLUMNS, (name for name, _, _ in COLUMNS))
     lines += ["Set Algorithm", head]
     for entry in sets:
         suffix = " (removed by reload)" if entry["removed"] else ""
         lines.append(f"{entry['name']} {entry['algorithm'] or '-'}{suffix}")
         for dest in entry["destinations"]:
-            lines.append(f"  -> {dest['uri']}".ljust(width) + _row(_cells(dest, now)))
+            lines.append(f"  -> {dest['uri']}".ljust(width) + _row(COLUMNS, _cells(dest, now)))
     return "\n".join(lines)
 
 
@@ -146,18 +149,18 @@ def _cells(dest: Any, now: float) -> list[str]:
         f"{dest['cps']:.2f}",
         shown,
         str(dest["failures"]),
-        _duration(max(0.0, now - dest["since"])),
+        format_duration(max(0.0, now - dest["since"])),
     ]
 
 
-def _row(cells: Any) -> str:
+def _row(columns: Any, cells: Any) -> str:
     out = []
-    for (_, width, align), cell in zip(COLUMNS, cells, strict=True):
+    for (_, width, align), cell in zip(columns, cells, strict=True):
         out.append(cell.ljust(width) if align == "<" else cell.rjust(width))
     return " ".join(out).rstrip()
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     s = int(seconds)
     days, s = divmod(s, 86400)
     hours, s = divmod(s, 3600)
@@ -169,3 +172,50 @@ def _duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{s:02d}s"
     return f"{s}s"
+
+
+# ---- protection -------------------------------------------------------------------------------
+TOP_REASONS = 4  # reasons named on the status line; the rest are summed
+
+
+def format_protection(body: Any) -> str:
+    """``siplb status``'s protection line: refusals by their top reasons, bans, pending."""
+    refused: dict[str, int] = body["refused"]
+    total = body["refused_total"]
+    top = sorted(refused.items(), key=lambda item: -item[1])
+    reasons = [f"{reason} {count}" for reason, count in top[:TOP_REASONS]]
+    rest = sum(count for _, count in top[TOP_REASONS:])
+    if rest:
+        reasons.append(f"other {rest}")
+    shown = f" ({', '.join(reasons)})" if reasons else ""
+    bans = body["bans_active"]
+    pending = body["pending"]["transactions"]
+    line = (
+        f"Protection: {total} refused{shown}; {bans} ban{'' if bans == 1 else 's'} in force; "
+        f"{pending} pending transaction{'' if pending == 1 else 's'}"
+    )
+    streams = body["streams"]["refused"]
+    if streams:
+        line += f"; {sum(streams.values())} stream connections refused"
+    return line
+
+
+BAN_COLUMNS = (("Host", 39, "<"), ("Reason", 20, "<"), ("Left", 8, ">"), ("Offences", 8, ">"))
+
+
+def format_bans(body: Any) -> str:
+    """``siplb bans``: one line per ban in force, the one ending first first."""
+    bans = body["bans"]
+    count = body["bans_active"]
+    head = f"{count} ban{'' if count == 1 else 's'} in force"
+    if len(bans) < count:
+        head += f" ({len(bans)} ending first shown)"
+    lines = [head]
+    if bans:
+        lines.append(_row(BAN_COLUMNS, (name for name, _, _ in BAN_COLUMNS)))
+        for ban in bans:
+            left = format_duration(ban["seconds_left"])
+            lines.append(
+                _row(BAN_COLUMNS, (ban["host"], ban["reason"], left, str(ban["offences"])))
+            )
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ from .meter import RateHistory, latency_stats
 
 if TYPE_CHECKING:
     from siplb.app import Balancer
+    from siplb.io.tcp import ConnectionPool
 
 JSON = dict[str, Any]
 Workers = list[dict[str, Any]]  # ``Balancer.worker_counters()``: empty for one process
@@ -252,20 +253,15 @@ class StreamCounts:
     buffered: int  # bytes held by the framers of all connections
 
     @classmethod
-    def of(cls, pool: object) -> StreamCounts:
-        refused = getattr(pool, "refused", None)
-        return cls(
-            Counter({str(k): v for k, v in refused.items()}) if refused else Counter(),
-            int(getattr(pool, "inbound", 0)),
-            int(getattr(pool, "outbound", 0)),
-            int(getattr(pool, "buffered", 0)),
-        )
+    def of(cls, pool: ConnectionPool) -> StreamCounts:
+        refused = Counter({str(reason): count for reason, count in pool.refused.items()})
+        return cls(refused, pool.inbound, pool.outbound, pool.buffered)
 
 
 def admin_refused(balancer: Balancer) -> Counter[str]:
     """Admin requests refused, by reason (wrong host, missing token ...)."""
-    refused = getattr(balancer.admin, "refused", None)
-    return Counter({str(k): v for k, v in refused.items()}) if refused else Counter()
+    admin = balancer.admin
+    return Counter(admin.refused) if admin is not None else Counter()
 
 
 def ban_json(ban: BanView, balancer: Balancer, now: float) -> JSON:

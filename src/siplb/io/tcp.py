@@ -33,6 +33,7 @@ from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
+from siplb.logs import RefusalLog
 from siplb.proxy.actions import Target
 from siplb.settings import TcpSettings
 from siplb.sip import KEEPALIVE, FramingError, Limits, Malformed, ParseError, StreamFramer
@@ -46,7 +47,6 @@ MessageSink = Callable[["Request | Response", Target, int], None]
 MalformedSink = Callable[[bytes, ParseError, Target, int], None]
 
 SWEEP_INTERVAL = 1.0  # seconds between two sweeps of the deadlines, at most
-REFUSAL_LOG_INTERVAL = 10.0  # one log line per reason in this time, at most
 BACKLOG = 1024  # pending accepts per listener (asyncio's default, 100, is short for a flood)
 ACCEPT_RETRY = 0.1  # seconds to wait when an accept fails (out of file descriptors)
 
@@ -76,26 +76,13 @@ _WHY: dict[Refusal, str] = {
 }
 
 
-class RefusalLog:
-    """At most one log line per reason every ``interval`` seconds; the next line tells how many
-    were held back, so a flood costs a counter increment, not a line each."""
-
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._held: Counter[str] = Counter()
-
-    def note(self, reason: str, line: str, now: float) -> None:
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._held[reason] += 1
-            return
-        self._last[reason] = now
-        held = self._held.pop(reason, 0)
-        if held:
-            log.warning("%s (%d more since the last such line)", line, held)
-        else:
-            log.warning("%s", line)
+def log_refusal(limiter: RefusalLog, reason: str, line: str, now: float) -> None:
+    """A log line about a refusal, at most one per reason every ``LOG_EVERY`` seconds; the
+    next one tells how many were held back."""
+    left_out = limiter.admit(reason, "", now)
+    if left_out is not None:
+        more = f" ({left_out} more since the last such line)" if left_out else ""
+        log.warning("%s%s", line, more)
 
 
 class StreamConnection(asyncio.Protocol):
@@ -275,7 +262,7 @@ class ConnectionPool:
                     continue
                 except OSError as exc:  # out of file descriptors, mostly: wait for some
                     line = f"cannot accept on {transport} port {sock.getsockname()[1]}: {exc}"
-                    self._log.note("accept", line, self.loop.time())
+                    self._note("accept", line)
                     await asyncio.sleep(ACCEPT_RETRY)
                     continue
                 peer = Target(transport, address[0], address[1])
@@ -365,7 +352,10 @@ class ConnectionPool:
 
     def count(self, reason: Refusal, peer: Target | None) -> None:
         self.refused[reason] += 1
-        self._log.note(reason, f"connection {peer} {_WHY[reason]}", self.loop.time())
+        self._note(reason, f"connection {peer} {_WHY[reason]}")
+
+    def _note(self, reason: str, line: str) -> None:
+        log_refusal(self._log, reason, line, self.loop.time())
 
     # ---- sending -----------------------------------------------------------------------------
     def send(self, data: bytes, target: Target, listener: int) -> None:
