@@ -1053,6 +1053,12 @@ SECTION_CASES: list[tuple[str, str, Any, Any]] = [
         lambda c: (c.limits.max_transactions, c.limits.max_transactions_per_source),
         (50, 5),
     ),
+    (
+        "bye_unconfirmed",
+        "[proxy]\nbye_unconfirmed = true\n",
+        lambda c: c.proxy,
+        ProxySettings(bye_unconfirmed=True),
+    ),
     ("empty admin", "[admin]\n", lambda c: c.admin, AdminSettings()),
     (
         "admin hosts",
@@ -1353,6 +1359,12 @@ NEW_PROBLEM_CASES = [
                 "must be at least max_transactions_per_source (1000, its default)",
             )
         ],
+    ),
+    # [proxy]
+    (
+        "bye_unconfirmed not a bool",
+        MINIMAL + '[proxy]\nbye_unconfirmed = "yes"\n',
+        [("proxy.bye_unconfirmed", "expected true or false")],
     ),
     # [admin] hosts
     (

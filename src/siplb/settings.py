@@ -109,6 +109,7 @@ class ProxySettings:
     max_call_rate: float = 0.0  # new calls (initial INVITEs) admitted per second; 0: no limit
     overload_backlog: float = 0.25  # receive-buffer fill (0-1) from which new calls get 503; 0: off
     workers: int = 1  # processes sharing the UDP listeners (SO_REUSEPORT); 1: one process
+    bye_unconfirmed: bool = False  # a 2xx never ACKed (64*T1): BYE to both sides, not only forget
 
 
 @dataclass(frozen=True, slots=True)

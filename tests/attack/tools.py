@@ -559,7 +559,8 @@ class UdpRecorder:
             return None
         if self.answer == "trying" and method == b"INVITE":
             return response(data, 100, "Trying")
-        return response(data, 200, "OK", to_tag=f"r{RUN}")
+        contact = f"<sip:pbx@{self.address[0]}:{self.address[1]}>" if method == b"INVITE" else None
+        return response(data, 200, "OK", to_tag=f"r{RUN}", contact=contact)
 
     def requests(self, *, exclude_options: bool = False) -> list[bytes]:
         """Requests received (responses left out), in arrival order."""
@@ -581,8 +582,11 @@ class UdpRecorder:
         self.close()
 
 
-def response(request: bytes, code: int, reason: str, *, to_tag: str | None = None) -> bytes:
-    """A response copying Via, From, To, Call-ID and CSeq of ``request`` (To tag added)."""
+def response(
+    request: bytes, code: int, reason: str, *, to_tag: str | None = None, contact: str | None = None
+) -> bytes:
+    """A response copying Via, From, To, Call-ID and CSeq of ``request`` (To tag added; a
+    Contact, for a 2xx that sets up a dialog)."""
     head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
     keep = {b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq"}
     lines = [f"SIP/2.0 {code} {reason}".encode()]
@@ -593,6 +597,8 @@ def response(request: bytes, code: int, reason: str, *, to_tag: str | None = Non
         if name in (b"to", b"t") and to_tag and code > 100 and b";tag=" not in line:
             line += f";tag={to_tag}".encode()
         lines.append(line)
+    if contact is not None:
+        lines.append(f"Contact: {contact}".encode())
     lines.append(b"Content-Length: 0")
     return b"\r\n".join(lines) + b"\r\n\r\n"
 

@@ -602,6 +602,43 @@ def test_unacked_200s_stop_holding_max_calls_after_64_t1(
     assert_all_calls_ok(result, 200)
 
 
+def test_unacked_200s_get_a_bye_to_both_sides_with_bye_unconfirmed(
+    balancer: Callable[..., SiplbProcess],
+) -> None:
+    t1 = 0.05  # 64*T1 = 3.2 s
+    calls = 5
+    with UdpRecorder("127.0.0.52", free_port("127.0.0.52"), answer="ok", lifetime=20.0) as pbx:
+        lb = balancer([pbx.sip_uri], extra=f"[proxy]\nt1 = {t1}\nbye_unconfirmed = true\n")
+        with UdpPeer("127.0.0.22") as caller:  # answers nothing, ACKs nothing
+            make = tools.invite(lb.address, user="noack")
+            for n in range(calls):
+                caller.send(make(n, caller.local), lb.address)
+
+            def byes_to_caller() -> list[bytes]:
+                return [d for d in caller.collect(0.0) if d.startswith(b"BYE ")]
+
+            def byes_to_pbx() -> list[bytes]:
+                return [d for d in pbx.requests() if d.startswith(b"BYE ")]
+
+            took = wait_until(
+                lambda: len(byes_to_caller()) >= calls and len(byes_to_pbx()) >= calls,
+                timeout=64 * t1 + 4.0,
+            )
+            report(
+                "200 never ACKed, bye_unconfirmed",
+                byes_to_caller=len(byes_to_caller()),
+                byes_to_pbx=len(byes_to_pbx()),
+                after_s=took,
+            )
+            assert took is not None, (len(byes_to_caller()), len(byes_to_pbx()))
+            assert {tools.header(d, "Call-ID") for d in byes_to_pbx()} == {
+                tools.header(d, "Call-ID") for d in byes_to_caller()
+            }
+            assert all(d.startswith(b"BYE sip:pbx@") for d in byes_to_pbx())
+            assert all(d.startswith(b"BYE sip:attacker@127.0.0.22:") for d in byes_to_caller())
+            assert wait_until(lambda: active_calls(lb) == 0, timeout=2.0) is not None
+
+
 def test_transactions_to_a_pbx_that_only_says_trying_are_capped(
     sipp: SippLauncher, balancer: Callable[..., SiplbProcess]
 ) -> None:

@@ -143,3 +143,47 @@ def test_a_flood_from_one_source_is_banned_and_real_calls_go_on() -> None:
     assert lab.proxy.admission is not None
     assert lab.proxy.admission.is_banned(STRANGER.host, 1.5)
     assert not lab.proxy.admission.is_banned(STRANGER.host, 40.0)
+
+
+def test_a_2xx_never_acked_gets_a_bye_to_both_sides_when_configured() -> None:
+    settings = ProxySettings(t1=0.05, bye_unconfirmed=True)  # 64*T1 = 3.2 s
+    lab = make_lab(1, settings=settings, protection=QUIET)
+    call = lab.uac.call()
+    call.invite()
+    lab.net.run(1.0)
+    assert 200 in call.statuses
+    assert lab.proxy.unconfirmed
+    lab.net.run(6.0)  # no ACK ever came
+    [to_callee] = lab.uas[0].requests("BYE")
+    [to_caller] = lab.uac.requests("BYE")
+    invite = lab.uas[0].invites[0]
+    [answer] = [r for r in call.responses if r.status == 200]
+    # 12.2.1.1: each inside the dialog, from the other side's point of view
+    assert to_callee.uri == b"sip:uas0@127.0.0.1:5070"
+    assert to_callee.get(b"from") == invite.get(b"from")
+    assert to_callee.to_tag == answer.to_tag
+    assert to_caller.uri == b"sip:alice@127.0.0.1:5061"
+    assert to_caller.get(b"to") == invite.get(b"from")
+    assert to_caller.from_tag == answer.to_tag
+    assert to_callee.call_id == to_caller.call_id == call.call_id
+    assert to_callee.cseq.number == invite.cseq.number + 1
+    assert lab.active(0) == 0
+    assert lab.proxy.unconfirmed == {}
+    assert lab.proxy.stats["unconfirmed_ended"] == 1
+    lab.net.run(40.0)
+    assert lab.proxy.clients == {}  # both BYEs were answered and their transactions ended
+
+
+def test_no_bye_for_an_acked_call_nor_without_the_setting() -> None:
+    for bye_unconfirmed, ack in ((True, True), (False, False)):
+        settings = ProxySettings(t1=0.05, bye_unconfirmed=bye_unconfirmed)
+        lab = make_lab(1, settings=settings, protection=QUIET)
+        call = lab.uac.call()
+        call.invite()
+        lab.net.run(1.0)
+        if ack:
+            call.ack()
+        lab.net.run(10.0)
+        assert lab.uas[0].requests("BYE") == []
+        assert lab.uac.requests("BYE") == []
+        assert lab.proxy.unconfirmed == {}

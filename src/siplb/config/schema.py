@@ -158,6 +158,7 @@ class ProxyModel(Model):
     max_call_rate: float = Field(0.0, ge=0)
     overload_backlog: float = Field(0.25, ge=0, le=1)
     workers: int = Field(1, ge=1, le=64)
+    bye_unconfirmed: bool = False
 
 
 class TcpModel(Model):

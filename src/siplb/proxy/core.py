@@ -64,7 +64,8 @@ from .probe import Prober
 from .registrar import FrontEnd, behind_nat, path_next_hop
 from .rescue import reply_to_garbage
 from .timers import TimerHeap, Timers
-from .transaction import ClientTransaction, ClientUser, ServerTransaction
+from .transaction import NO_USER, ClientTransaction, ClientUser, ServerTransaction
+from .unconfirmed import Unconfirmed, bye, first_hop, remember
 
 HOUSEKEEPING_INTERVAL = 1.0
 ALLOW = b"INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, UPDATE, INFO, SUBSCRIBE, NOTIFY, REFER, MESSAGE"
@@ -125,6 +126,8 @@ class Proxy:
         self.reply_malformed = caps.malformed == "reply"
         self.max_pending = caps.max_transactions
         self.max_pending_per_source = caps.max_transactions_per_source
+        # calls answered 2xx whose ACK has not passed yet ([proxy] bye_unconfirmed), by Call-ID
+        self.unconfirmed: dict[bytes, Unconfirmed] = {}
         self.pending = 0  # server transactions waiting for their final answer
         self.pending_by_source: Counter[str] = Counter()
         self.protection = protection or ProtectionSettings()
@@ -572,10 +575,57 @@ class Proxy:
         call_id = request.call_id
         if call_id is None:
             return
+        self.unconfirmed.pop(call_id, None)  # the dialog is up (or ending) without us
         if request.method == "BYE":
             self.dispatcher.accounting.ended(call_id)
         else:
             self.dispatcher.accounting.touch(call_id, now)
+
+    # ---- 2xx never ACKed ([proxy] bye_unconfirmed) ----------------------------------------------
+    def answered(
+        self,
+        server: ServerTransaction,
+        invite: Request,
+        client: ClientTransaction,
+        answer: Response,
+    ) -> None:
+        """A new call's first 2xx: with ``bye_unconfirmed``, keep what ending it takes until
+        its ACK passes (one entry per call of the call table, so as bounded as that)."""
+        if not (self.settings.bye_unconfirmed and self.settings.record_route):
+            return  # without Record-Route the ACK does not pass here: nothing to wait for
+        entry = remember(
+            invite,
+            answer,
+            caller=(server.source, server.listener),
+            callee=(client.target, client.listener),
+            is_ours=self._is_our_route,
+        )
+        if entry is not None:
+            self.unconfirmed[entry.call_id] = entry
+
+    def _end_unconfirmed(self, call_id: bytes, now: float) -> None:
+        """The ACK never came: a BYE to each side, so neither keeps a half-open call."""
+        entry = self.unconfirmed.pop(call_id, None)
+        if entry is None:
+            return
+        for side in (entry.callee, entry.caller):
+            target = first_hop(side, self._route_target)
+            listener = self.listener_for(target, side.listener)
+            branch = self.branches.new()
+            via = self.listeners[listener].via_prefix + b";branch=" + branch.encode("ascii")
+            request = bye(side, entry.call_id, entry.cseq, via)
+            self.new_client(branch, request, target, listener, NO_USER, now)
+        self.stats["unconfirmed_ended"] += 1
+
+    def _is_our_route(self, value: bytes) -> bool:
+        try:
+            uri = parse_name_addr(value).parsed_uri()
+        except ParseError:
+            return False
+        return isinstance(uri, SipUri) and self.names.listener_for(uri) is not None
+
+    def _route_target(self, value: bytes) -> Target:
+        return self._uri_target(parse_name_addr(value).parsed_uri(), None)
 
     def _uri_target(self, uri: object, fallback_transport: str | None) -> Target:
         if not isinstance(uri, SipUri):
@@ -673,6 +723,7 @@ class Proxy:
         call_id = request.call_id
         if call_id is not None:
             self.dispatcher.accounting.acked(call_id, now)
+            self.unconfirmed.pop(call_id, None)
         prefer = routed.hop_listener if routed.hop_listener is not None else listener
         out_listener = self.listener_for(next_hop, prefer)
         branch = self.branches.stateless((via.branch or "").encode() + via.sent_by.encode())
@@ -904,6 +955,13 @@ class Proxy:
             self._take_admission_events()
         if expired:
             self.events.append(CallsExpired(len(expired)))
+        for entry in expired:
+            if entry.confirmed and not entry.acked and isinstance(entry.key, bytes):
+                self._end_unconfirmed(entry.key, now)
+        if self.unconfirmed:  # calls that left the table otherwise need no BYE from us
+            accounting = self.dispatcher.accounting
+            for call_id in [key for key in self.unconfirmed if key not in accounting]:
+                del self.unconfirmed[call_id]
         self.dispatcher.sweep()
 
 

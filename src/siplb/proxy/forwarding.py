@@ -160,11 +160,14 @@ class Forwarding:
                 self.proxy.forward_response(self.server, response, now)
             return
         if status < 300:
+            base = self.base
             self._done()
             if self.uri is not None:
                 self.proxy.passive_success(self.uri, now)
             if self.call_key is not None:
                 self.proxy.dispatcher.accounting.confirmed(self.call_key, now)
+                if base is not None:  # the first 2xx: until its ACK, what ending it takes
+                    self.proxy.answered(self.server, base.message, txn, response)
             self.proxy.forward_response(self.server, response, now)
             return
         if txn is not self.current or self.done:
