@@ -235,3 +235,33 @@ def test_sighup_to_the_parent_reloads_every_worker(
     assert result.stats.successful_calls == 100, result.describe()
     received = [u.stop().stats.calls_received for u in uases]
     assert received == [100, 0], received  # neither worker sends to the removed destination
+
+
+def _options_answered(lb: SiplbProcess, source: str, count: int, wait: float = 1.0) -> int:
+    """OPTIONS to the balancer itself from ``source``, each with its own Call-ID (so the
+    workers share them): how many were answered within ``wait`` seconds."""
+    from attack.tools import UdpPeer, options_to
+
+    make = options_to(lb.address)
+    with UdpPeer(source) as peer:
+        for n in range(count):
+            peer.send(make(n, peer.local), lb.address)
+        return sum(1 for d in peer.collect(wait) if d.startswith(b"SIP/2.0 200"))
+
+
+def test_a_ban_and_its_lift_reach_every_worker(
+    sipp: SippLauncher, e2e_workdir: Path, balancers: list[SiplbProcess]
+) -> None:
+    uases = sipp.uases(2)
+    lb = _start(e2e_workdir, balancers, [u.sip_uri for u in uases])
+    source = "127.0.0.23"
+    assert _options_answered(lb, source, 40) == 40  # both workers answer it
+    status, body = lb.api("POST", "/api/bans", {"host": source, "seconds": 60})
+    assert status == 200, body
+    # none answered, those owned by worker 1 included: the ban reached it at once
+    assert _options_answered(lb, source, 40) == 0
+    status, body = lb.api("DELETE", f"/api/bans/{source}")
+    assert status == 200, body
+    assert _options_answered(lb, source, 40) == 40
+    workers = _workers(lb)
+    assert all(w["drops"].get("banned", 0) > 0 for w in workers), workers
