@@ -1,8 +1,9 @@
 """The pure cores stay pure (DESIGN.md section 2): no asyncio, socket, clock reads or logging.
 
-Every module of ``siplb.sip``, ``siplb.proxy`` and ``siplb.dispatch`` is read with ``ast``; an
-import of a forbidden module anywhere in it (inside functions too) fails, except under
-``if TYPE_CHECKING:``. Pure code may import other pure packages of siplb, never the shells.
+Every module of ``siplb.sip``, ``siplb.proxy``, ``siplb.dispatch`` and ``siplb.cluster`` is
+read with ``ast``; an import of a forbidden module anywhere in it (inside functions too) fails,
+except under ``if TYPE_CHECKING:``. Pure code may import other pure packages of siplb, never the
+shells. Packages whose hashes decide something every process must agree on never call ``hash()``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 import siplb
 
 SRC = Path(siplb.__file__).parent
-PURE = ("sip", "proxy", "dispatch")
+PURE = ("sip", "proxy", "dispatch", "cluster")
 FORBIDDEN = frozenset(
     {
         "asyncio",
@@ -33,8 +34,12 @@ FORBIDDEN = frozenset(
         "time",
     }
 )
-# Stricter rules for single packages: dispatch takes its random.Random from the caller.
-EXTRA = {"dispatch": frozenset({"os", "random"})}
+# Stricter rules for single packages: dispatch takes its random.Random from the caller; cluster
+# takes its boot ids and nonces from the shell.
+EXTRA = {"dispatch": frozenset({"os", "random"}), "cluster": frozenset({"os", "random"})}
+# ``hash()`` changes between runs (PYTHONHASHSEED): where processes must agree on a hash
+# (rendezvous, weighted choices), only a stable function will do.
+STABLE_HASH = ("dispatch", "cluster")
 SHELLS = frozenset({"siplb.io", "siplb.admin", "siplb.app", "siplb.cli"})
 FILES = sorted((package, path) for package in PURE for path in (SRC / package).rglob("*.py"))
 
@@ -76,7 +81,12 @@ def imports_of(package: str, path: Path) -> list[str]:
 
 def test_every_pure_package_is_found() -> None:
     names = {(package, path.name) for package, path in FILES}
-    assert {("sip", "parser.py"), ("proxy", "core.py"), ("dispatch", "health.py")} <= names
+    assert {
+        ("sip", "parser.py"),
+        ("proxy", "core.py"),
+        ("dispatch", "health.py"),
+        ("cluster", "ownership.py"),
+    } <= names
 
 
 @pytest.mark.parametrize(
@@ -93,6 +103,21 @@ def test_no_forbidden_import(package: str, path: Path) -> None:
 def test_no_import_of_a_shell(package: str, path: Path) -> None:
     imported = imports_of(package, path)
     assert [name for name in imported if any(name.startswith(s) for s in SHELLS)] == []
+
+
+HASHED = [(package, path) for package, path in FILES if package in STABLE_HASH]
+
+
+@pytest.mark.parametrize(
+    ("package", "path"), HASHED, ids=[f"{pkg}/{path.name}" for pkg, path in HASHED]
+)
+def test_no_builtin_hash(package: str, path: Path) -> None:
+    calls = [
+        node
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hash"
+    ]
+    assert calls == []
 
 
 # (source, package it sits in, what the detector must report)
@@ -120,6 +145,7 @@ TRANSITIVE_CASES = [
     pytest.param("siplb.sip", id="sip"),
     pytest.param("siplb.dispatch", id="dispatch"),
     pytest.param("siplb.proxy.core", id="proxy"),
+    pytest.param("siplb.cluster", id="cluster"),
 ]
 
 

@@ -1,31 +1,30 @@
-"""Composition root: builds the proxy core from a config, runs it on the event loop, reloads it,
-shuts it down (DESIGN.md section 2)."""
+"""Composition root (DESIGN.md section 2): builds the proxy core from a config, wires it to its
+sockets through ``siplb.io.driver``, reloads it, performs the operators' actions, shuts it down.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import gc
-import ipaddress
 import logging
 import signal
 import socket
-import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from siplb.admin.journal import Recorder
 from siplb.admin.reloads import ReloadOutcome, diff_sets, restart_warnings
+from siplb.admin.view import DestinationView as DestinationView  # siplb.demo reads it here
+from siplb.admin.view import ClusterReading, destinations
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
+from siplb.io.driver import Driver
 from siplb.io.nft import NftBans
-from siplb.io.tcp import ConnectionPool
 from siplb.io.tls import client_context, server_context
-from siplb.io.udp import UdpEndpoint, bind_udp, local_address_for
-from siplb.logs import RefusalLog
+from siplb.io.udp import Receiver, bind_udp, local_address_for
 from siplb.proxy.actions import (
     CallsExpired,
     FailedOver,
@@ -35,15 +34,14 @@ from siplb.proxy.actions import (
     PhoneUnreachable,
     RegistrarLacksPath,
     RequestRejected,
-    Send,
-    Target,
 )
 from siplb.proxy.admission import BanLifted, SourceBanned
 from siplb.proxy.core import Proxy
 from siplb.proxy.listeners import Listener
 from siplb.proxy.multihome import SourceRouting
 from siplb.settings import ListenerSettings, ProtectionSettings
-from siplb.sip import Limits, ParseError, Request, Response
+from siplb.sip import Limits
+from siplb.view import ProxyView
 
 if TYPE_CHECKING:
     from siplb.admin.server import AdminServer
@@ -51,22 +49,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("siplb")
 
 
-@dataclass(frozen=True, slots=True)
-class DestinationView:
-    set_name: str
-    uri: str
-    state: str
-    cause: str
-    weight: int
-    priority: int
-    active_calls: int
-    max_calls: int | None
-    probe_latency_ms: float | None
-
-
 class Balancer:
-    """One proxy core with its sockets, its timer and its clock; with ``admin=True`` also the
-    admin server (JSON API, dashboard, metrics) on ``[admin] listen``.
+    """One proxy core built from a config and run on its sockets by a ``Driver``; with
+    ``admin=True`` also the admin server (JSON API, dashboard, metrics) on ``[admin] listen``,
+    which reads it as a ``siplb.admin.view.BalancerView``.
 
     ``config_path`` is the file a reload (SIGHUP, ``POST /api/reload``) reads again.
     """
@@ -91,29 +77,20 @@ class Balancer:
         # destinations removed by a reload that still carry calls: uri -> (old set, old spec)
         self.retired_from: dict[str, tuple[str, DestinationSpec]] = {}
         self.proxy: Proxy | None = None
+        self._view: ProxyView | None = None
         self.listeners: list[Listener] = []
-        self._udp: dict[int, asyncio.DatagramTransport] = {}
-        self._udp_by_family: dict[int, int] = {}
-        limits = Limits(
+        self.limits = Limits(
             config.limits.max_message_size, config.limits.max_headers, config.limits.max_line_length
         )
-        self.limits = limits
-        self.pool = ConnectionPool(
+        self.driver = Driver(
             self.loop,
-            limits,
-            self._on_stream_message,
-            self._on_stream_malformed,
-            self._on_transport_failure,
+            self.limits,
             tcp=config.tcp,
             client_ssl=client_context(config.tls),
+            on_event=self._on_event,
         )
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._udp_sockets: list[socket.socket] = []
-        self._backlog_timer: asyncio.TimerHandle | None = None
         self.started_at = self.loop.time()
         self.probing = True  # OPTIONS probes (one worker of several probes for all)
-        self._fault_log = RefusalLog()  # a bug a peer can trigger is logged once in a while
         self.pushes_bans = True  # into the kernel's nftables sets (one process of several)
         self.nft: NftBans | None = None
 
@@ -132,8 +109,6 @@ class Balancer:
                 advertise.port if advertise else None,
             )
             self.listeners.append(listener)
-            if spec.transport == "udp":
-                self._udp_by_family.setdefault(listener.family, index)
             log.info("listening on %s %s:%d", spec.transport, spec.host, port)
         self.proxy = Proxy(
             listeners=self.listeners,
@@ -154,8 +129,8 @@ class Balancer:
         # multi-homed hosts: a request leaves from the address the kernel routes it from
         lookup = functools.lru_cache(4096)(local_address_for)
         self.proxy.routing = SourceRouting(self.listeners, lookup)
-        self._flush()
-        self._watch_backlog()
+        self._view = ProxyView(self.proxy, self.driver.pool)
+        self.driver.run(self.proxy)
         if self.with_admin and self.config.admin.enabled:
             await self._start_admin()
         if self.pushes_bans and config.protection.nftables.enabled:
@@ -166,27 +141,22 @@ class Balancer:
 
     async def _open_listener(self, index: int, spec: ListenerSettings) -> int:
         """Bind listener ``index``; returns its port (the system's choice when 0 was asked)."""
+        pool = self.driver.pool
         if spec.transport == "udp":
             sock = self._udp_socket(index, spec)
-            transport, _ = await self.loop.create_datagram_endpoint(
-                functools.partial(UdpEndpoint, self._udp_receiver(index), self._on_udp_error),
-                sock=sock,
-            )
-            self._udp[index] = transport
-            self._udp_sockets.append(sock)
-            return int(sock.getsockname()[1])
+            return await self.driver.open_udp(index, sock, self._udp_receiver(index))
         if spec.transport == "tcp":
-            return await self.pool.listen(spec.host, spec.port, index, "tcp")
+            return await pool.listen(spec.host, spec.port, index, "tcp")
         assert spec.tls is not None  # the config requires cert and key for tls
         context = server_context(spec.tls, verify_client=spec.verify_client)
-        return await self.pool.listen(spec.host, spec.port, index, "tls", context)
+        return await pool.listen(spec.host, spec.port, index, "tls", context)
 
     def _udp_socket(self, index: int, spec: ListenerSettings) -> socket.socket:
         return bind_udp(spec.host, spec.port, spec.recv_buffer)
 
-    def _udp_receiver(self, index: int) -> Callable[[bytes, tuple[str, int]], None]:
-        """What a datagram on UDP listener ``index`` is handed to."""
-        return functools.partial(self._on_datagram, index)
+    def _udp_receiver(self, index: int) -> Receiver | None:
+        """What a datagram on UDP listener ``index`` is handed to (None: the core)."""
+        return None
 
     async def _start_admin(self) -> None:
         from siplb.admin.server import AdminServer
@@ -222,13 +192,7 @@ class Balancer:
             self.nft = None
 
     def _close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._backlog_timer is not None:
-            self._backlog_timer.cancel()
-        for transport in self._udp.values():
-            transport.close()
-        self.pool.close()
+        self.driver.close()
 
     # ---- reload (SIGHUP and the admin API share this path) -----------------------------------
     def reload_file(self, trigger: str = "SIGHUP") -> ReloadOutcome:
@@ -275,7 +239,7 @@ class Balancer:
             reweighted=reweighted,
             warnings=warnings,
         )
-        self._flush()
+        self.driver.flush()
         log.info("%s (%s)", outcome.summary(), trigger)
         for warning in warnings:
             log.warning("reload: %s", warning)
@@ -313,9 +277,9 @@ class Balancer:
         self.find_destination(set_name, uri)
         event = proxy.dispatcher.health.set_admin(uri, admin, self.loop.time(), cause)
         if event is not None:
-            proxy.events.append(event)
+            self._on_event(event)
         log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
-        self._flush()
+        self.driver.flush()
 
     def ban(self, host: str, seconds: float, reason: str) -> bool:
         """Drop ``host``'s requests for ``seconds`` (in every worker, and in the kernel's set when
@@ -325,7 +289,7 @@ class Balancer:
         made = proxy.ban(host, seconds, reason, self.loop.time())
         if made:
             log.info("admin: ban %s for %.0f s (%s)", host, seconds, reason)
-        self._flush()
+        self.driver.flush()
         return made
 
     def unban(self, host: str) -> bool:
@@ -335,7 +299,7 @@ class Balancer:
         lifted = proxy.unban(host)
         if lifted:
             log.info("admin: ban on %s lifted", host)
-        self._flush()
+        self.driver.flush()
         return lifted
 
     def set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
@@ -361,101 +325,41 @@ class Balancer:
         )
         log.info("admin: weight of %s in %s %d -> %d (%s)", uri, set_name, old, weight, cause)
         self.recorder.weight_changed(set_name, uri, old, weight, cause)
-        self._flush()
+        self.driver.flush()
         if self.admin is not None:
             self.admin.config_changed()
+
+    def cluster(self) -> ClusterReading | None:
+        """What ``/api/cluster`` shows; None without ``[cluster]``."""
+        return None
 
     def worker_counters(self) -> list[dict[str, Any]]:
         """Each worker process's counters (``workers = N``); empty for a single process."""
         return []
 
+    # ---- what the admin side reads (``siplb.admin.view.BalancerView``) ------------------------
+    @property
+    def core(self) -> ProxyView:
+        assert self._view is not None, "the balancer is not started"
+        return self._view
+
+    def now(self) -> float:
+        return self.loop.time()
+
     def wall(self, loop_time: float) -> float:
         """A time of the loop's clock as seconds since the epoch."""
         return loop_time + self.wall_offset
 
-    # ---- inputs --------------------------------------------------------------------------------
-    def _on_datagram(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
-        assert self.proxy is not None
-        try:
-            self.proxy.receive(data, Target("udp", addr[0], addr[1]), index, self.loop.time())
-        except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
-            self._internal_error(addr)
-        self._flush()
+    def destinations(self) -> list[DestinationView]:
+        """The destination table ``siplb demo`` draws."""
+        return destinations(self.core)
 
-    def _internal_error(self, addr: tuple[str, int]) -> None:
-        assert self.proxy is not None
-        self.proxy.stats["internal_errors"] += 1
-        left_out = self._fault_log.admit("internal error", "", self.loop.time())
-        if left_out is not None:
-            more = f" ({left_out} more since the last one)" if left_out else ""
-            log.exception("internal error on a message from %s%s", addr[0], more)
-
-    def _on_stream_message(self, message: Request | Response, peer: Target, index: int) -> None:
-        assert self.proxy is not None
-        try:
-            self.proxy.receive_message(message, peer, index, self.loop.time())
-        except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
-            self._internal_error((peer.host, peer.port))
-        self._flush()
-
-    def _on_stream_malformed(
-        self, data: bytes, error: ParseError, peer: Target, index: int
-    ) -> None:
-        assert self.proxy is not None
-        self.proxy.receive_malformed(data, error, peer, index)
-        self._flush()
-
-    def _on_transport_failure(self, target: Target) -> None:
-        if self.proxy is not None:
-            self.proxy.transport_error(target, self.loop.time())
-            self._flush()
-
-    def _on_udp_error(self, exc: OSError) -> None:
-        log.debug("UDP error: %s", exc)  # ICMP errors; timeouts tell the core what it needs
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        assert self.proxy is not None
-        self.proxy.handle_timer(self.loop.time())
-        self._flush()
-
-    def _watch_backlog(self) -> None:
-        """Tell the core how full the UDP receive buffers are, every BACKLOG_INTERVAL: the
-        core refuses new calls while it is behind (``siplb.proxy.overload``)."""
-        proxy = self.proxy
-        assert proxy is not None
-        fill = max((receive_backlog(sock) for sock in self._udp_sockets), default=0.0)
-        proxy.report_backlog(fill, self.loop.time())
-        if proxy.events:
-            self._flush()
-        self._backlog_timer = self.loop.call_later(BACKLOG_INTERVAL, self._watch_backlog)
-
-    # ---- outputs ---------------------------------------------------------------------------
-    def _flush(self) -> None:
-        proxy = self.proxy
-        assert proxy is not None
-        if proxy.out:
-            sends = proxy.out[:]
-            proxy.out.clear()
-            for send in sends:
-                self._send(send)
-        if proxy.events:
-            events = proxy.events[:]
-            proxy.events.clear()
-            recorder = self.recorder
-            offset = self.wall_offset
-            for event in events:
-                _log_event(event)
-                recorder.observe(event, offset)
-                if isinstance(event, SourceBanned | BanLifted):
-                    self._ban_changed(event)
-        deadline = proxy.get_timer()
-        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+    # ---- what the core reports -----------------------------------------------------------------
+    def _on_event(self, event: object) -> None:
+        log_event(event)
+        self.recorder.observe(event, self.wall_offset)
+        if isinstance(event, SourceBanned | BanLifted):
+            self._ban_changed(event)
 
     def _protection(self, config: Config) -> ProtectionSettings:
         """The admission stage's settings for this process."""
@@ -471,96 +375,45 @@ class Balancer:
         else:
             nft.unban(event.host)
 
-    def _send(self, send: Send) -> None:
-        target = send.target
-        if not _is_ip(target.host):
-            self.loop.create_task(self._resolve_and_send(send))
-            return
-        if target.transport == "udp":
-            udp = self._udp.get(send.listener)
-            if udp is None:
-                index = self._udp_by_family.get(6 if ":" in target.host else 4)
-                if index is None:
-                    log.warning("no UDP listener to reach %s", target)
-                    return
-                udp = self._udp[index]
-            try:
-                udp.sendto(send.data, (target.host, target.port))
-            except OSError as exc:
-                log.debug("send to %s failed: %s", target, exc)
-                self._on_transport_failure(target)
-        else:
-            self.pool.send(send.data, target, send.listener)
 
-    async def _resolve_and_send(self, send: Send) -> None:
-        target = send.target
-        try:
-            infos = await self.loop.getaddrinfo(target.host, target.port, proto=0)
-        except OSError as exc:
-            log.info("cannot resolve %s: %s", target.host, exc)
-            self._on_transport_failure(target)
-            return
-        host = str(infos[0][4][0])
-        self._send(Send(send.data, Target(target.transport, host, target.port), send.listener))
-
-    # ---- views -----------------------------------------------------------------------------
-    def destinations(self) -> list[DestinationView]:
-        assert self.proxy is not None
-        dispatcher = self.proxy.dispatcher
-        prober = self.proxy.prober
-        out = []
-        for spec in dispatcher.sets():
-            for dest in dispatcher.destinations(spec.name):
-                snap = dispatcher.snapshot(dest.uri)
-                samples = prober.latency.get(dest.uri) if prober is not None else None
-                latency = 1000 * sum(samples) / len(samples) if samples else None
-                out.append(
-                    DestinationView(
-                        spec.name,
-                        dest.uri,
-                        str(snap.state),
-                        snap.cause,
-                        dest.spec.weight,
-                        dest.spec.priority,
-                        snap.active_calls,
-                        dest.spec.max_calls,
-                        latency,
-                    )
-                )
-        return out
+# How the core's events are logged: (level, message, the event's fields it formats)
+EVENT_LOG: dict[type, tuple[int, str, tuple[str, ...]]] = {
+    FailedOver: (logging.INFO, "call %s failed over from %s (%s)", ("call_id", "uri", "cause")),
+    RequestRejected: (
+        logging.DEBUG,
+        "answered %s %d from %s: %s",
+        ("method", "status", "source", "reason"),
+    ),
+    MessageDropped: (logging.DEBUG, "dropped from %s: %s", ("source", "reason")),
+    SourceBanned: (logging.WARNING, "banned %s (%s, offence %d)", ("host", "reason", "offences")),
+    BanLifted: (logging.INFO, "ban on %s lifted", ("host",)),
+    PhoneUnreachable: (
+        logging.WARNING,
+        "phone %s at %s unreachable (%s)",
+        ("aor", "flow", "cause"),
+    ),
+    PhoneReachable: (logging.INFO, "phone %s at %s reachable again", ("aor", "flow")),
+    RegistrarLacksPath: (
+        logging.ERROR,
+        "registrar %s does not support Path (RFC 3327): %s; phones registered through it "
+        "cannot be reached",
+        ("registrar", "cause"),
+    ),
+    CallsExpired: (logging.INFO, "%d calls expired from the call table", ("count",)),
+}
 
 
-def _log_event(event: object) -> None:
-    if isinstance(event, StateChanged):
-        level = logging.WARNING if event.new in (State.DOWN,) else logging.INFO
+def log_event(event: object) -> None:
+    rule = EVENT_LOG.get(type(event))
+    if rule is not None:
+        level, message, fields = rule
+        if log.isEnabledFor(level):
+            log.log(level, message, *(getattr(event, name) for name in fields))
+    elif isinstance(event, StateChanged):
+        level = logging.WARNING if event.new is State.DOWN else logging.INFO
         log.log(
             level, "destination %s: %s -> %s (%s)", event.uri, event.old, event.new, event.cause
         )
-    elif isinstance(event, FailedOver):
-        log.info("call %s failed over from %s (%s)", event.call_id, event.uri, event.cause)
-    elif isinstance(event, RequestRejected):
-        log.debug(
-            "answered %s %d from %s: %s", event.method, event.status, event.source, event.reason
-        )
-    elif isinstance(event, MessageDropped):
-        log.debug("dropped from %s: %s", event.source, event.reason)
-    elif isinstance(event, SourceBanned):
-        log.warning("banned %s (%s, offence %d)", event.host, event.reason, event.offences)
-    elif isinstance(event, BanLifted):
-        log.info("ban on %s lifted", event.host)
-    elif isinstance(event, PhoneUnreachable):
-        log.warning("phone %s at %s unreachable (%s)", event.aor, event.flow, event.cause)
-    elif isinstance(event, PhoneReachable):
-        log.info("phone %s at %s reachable again", event.aor, event.flow)
-    elif isinstance(event, RegistrarLacksPath):
-        log.error(
-            "registrar %s does not support Path (RFC 3327): %s; phones registered through it "
-            "cannot be reached",
-            event.registrar,
-            event.cause,
-        )
-    elif isinstance(event, CallsExpired):
-        log.info("%d calls expired from the call table", event.count)
     elif isinstance(event, OverloadChanged):
         if event.active:
             log.warning(
@@ -568,33 +421,6 @@ def _log_event(event: object) -> None:
             )
         else:
             log.info("no longer overloaded: new calls admitted again")
-
-
-BACKLOG_INTERVAL = 0.05
-SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux 4.12+: struct sk_meminfo
-_MEMINFO = struct.Struct("=II")  # SK_MEMINFO_RMEM_ALLOC, SK_MEMINFO_RCVBUF come first
-
-
-def receive_backlog(sock: socket.socket) -> float:
-    """How full ``sock``'s receive buffer is (0-1); 0.0 where the system cannot tell."""
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 9 * 4)
-    except OSError:
-        return 0.0
-    if len(raw) < _MEMINFO.size:
-        return 0.0
-    queued, size = _MEMINFO.unpack_from(raw)
-    return min(1.0, queued / size) if size else 0.0
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_ip(host: str) -> bool:
-    """An IP address, not a name to resolve (decided once per host: every datagram asks)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # Full collections of the cycle collector: every 100th collection of the middle generation

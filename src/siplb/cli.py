@@ -3,11 +3,10 @@ section 5)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -15,15 +14,6 @@ import click
 
 from siplb import __version__
 from siplb.config import ConfigError, load_config
-
-
-def run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop when it is installed (DESIGN.md section 4), else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
-    return int(uvloop.run(coro))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +29,7 @@ def main() -> None:
 def run(config_path: Path, log_format: str | None, log_level: str | None) -> None:
     """Run the balancer in the foreground (SIGTERM drains and stops, SIGHUP reloads)."""
     from siplb.app import serve
+    from siplb.io.driver import run_loop
     from siplb.logs import setup_logging
 
     try:
@@ -82,6 +73,7 @@ def check(config_path: Path) -> None:
 def demo(duration: float | None, cps: float, port: int, no_table: bool) -> None:
     """Balancer plus three built-in demo PBXs on loopback, with test calls flowing."""
     from siplb.demo import run_demo
+    from siplb.io.driver import run_loop
 
     sys.exit(run_loop(run_demo(duration=duration, cps=cps, port=port, table=not no_table)))
 
@@ -172,20 +164,27 @@ def _fail(exc: Any) -> NoReturn:
 def status(
     admin_url: str | None, token_file: Path | None, config_path: Path | None, as_json: bool
 ) -> None:
-    """Sets and destinations of a running balancer, as a table (like ipvsadm -L -n)."""
-    from siplb.admin.client import format_status
+    """Sets and destinations of a running balancer, as a table (like ipvsadm -L -n); with a
+    cluster, its totals, its Redis link and its members too."""
+    from siplb.admin.client import format_cluster, format_status
 
     client = _client(admin_url, token_file, config_path)
     info = _call(client.status)
     sets = _call(client.sets)
     protection = _protection(client, limit=0)
+    cluster = _cluster(client)
     if as_json:
         out = {"status": info, "sets": sets}
         if protection is not None:
             out["protection"] = protection
+        if cluster is not None:
+            out["cluster"] = cluster
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(format_status(info, sets, time.time(), protection))
+    now = time.time()
+    click.echo(format_status(info, sets, now, protection))
+    if cluster is not None:
+        click.echo(format_cluster(cluster, now))
 
 
 def _protection(client: Any, limit: int) -> Any:
@@ -198,6 +197,20 @@ def _protection(client: Any, limit: int) -> Any:
         if exc.status == 404:
             return None
         _fail(exc)
+
+
+def _cluster(client: Any) -> Any:
+    """``GET /api/cluster`` when the balancer is in a cluster; else None (also from a balancer
+    older than the API)."""
+    from siplb.admin.client import AdminError
+
+    try:
+        body = client.cluster()
+    except AdminError as exc:
+        if exc.status == 404:
+            return None
+        _fail(exc)
+    return body if body.get("enabled") else None
 
 
 @main.group()

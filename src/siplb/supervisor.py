@@ -170,7 +170,7 @@ def _worker_main(
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     sockets.keep_only(worker)
-    from siplb.cli import run_loop
+    from siplb.io.driver import run_loop
     from siplb.workers import serve_worker
 
     raise SystemExit(run_loop(serve_worker(config_path, config, worker, sockets, counts)))

@@ -21,16 +21,17 @@ import functools
 import logging
 import signal
 import socket
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from siplb.admin.reloads import ReloadOutcome
 from siplb.app import Balancer, tune_gc
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import State
+from siplb.io.driver import log_udp_error
 from siplb.io.shared import SharedCallCounts
-from siplb.io.udp import UdpEndpoint
+from siplb.io.udp import Receiver, UdpEndpoint
 from siplb.io.workers import (
     CONTROL,
     DATAGRAM,
@@ -97,7 +98,7 @@ class WorkerBalancer(Balancer):
             dispatcher.health.relay = self._relay_passive
         channel = self.sockets.channels[self.worker]
         transport, _ = await self.loop.create_datagram_endpoint(
-            lambda: UdpEndpoint(self._on_channel, self._on_udp_error), sock=channel
+            lambda: UdpEndpoint(self._on_channel, log_udp_error), sock=channel
         )
         self._channel = transport
         self._sync_timer = self.loop.call_later(
@@ -121,15 +122,15 @@ class WorkerBalancer(Balancer):
     def _udp_socket(self, index: int, spec: ListenerSettings) -> socket.socket:
         return self.sockets.udp[index][self.worker]
 
-    def _udp_receiver(self, index: int) -> Callable[[bytes, tuple[str, int]], None]:
+    def _udp_receiver(self, index: int) -> Receiver:
         steering = self.steering
         me = self.worker
+        datagram = self.driver.datagram
 
         def receive(data: bytes, addr: tuple[str, int]) -> None:
             owner = steering.owner(data)
             if owner == me:
-                if self.proxy is not None:
-                    self._on_datagram(index, data, addr)
+                datagram(index, data, addr)
             else:
                 self._hand_over(owner, encode_datagram(index, addr, data))
 
@@ -151,7 +152,7 @@ class WorkerBalancer(Balancer):
             if self.proxy is not None:
                 self.taken_over += 1
                 index, source, data = decode_datagram(message)
-                self._on_datagram(index, data, source)
+                self.driver.datagram(index, data, source)
         elif message[0] == CONTROL:
             try:
                 self._on_control(decode_control(message))
@@ -217,12 +218,12 @@ class WorkerBalancer(Balancer):
         # a ban this worker already holds as long makes no event, so nothing echoes back
         if self.proxy is not None and seconds > 0:
             self.proxy.ban(host, seconds, reason, self.loop.time())
-            self._flush()
+            self.driver.flush()
 
     def _peer_unban(self, host: str) -> None:
         if self.proxy is not None:
             self.proxy.unban(host)
-            self._flush()
+            self.driver.flush()
 
     # ---- calls -----------------------------------------------------------------------------
     def _publish_count(self, uri: str, calls: int) -> None:
@@ -246,8 +247,8 @@ class WorkerBalancer(Balancer):
             else health.passive_failure(uri, now, cause)
         )
         if event is not None:
-            proxy.events.append(event)
-            self._flush()
+            self._on_event(event)
+            self.driver.flush()
             self._sync()
 
     def _health_states(self) -> list[list[str]]:
@@ -275,8 +276,8 @@ class WorkerBalancer(Balancer):
                 note = f"{cause}; worker {self.worker} follows worker {LEADER}"
                 event = health.follow(uri, State(state), now, note)
                 if event is not None:
-                    proxy.events.append(event)
-        self._flush()
+                    self._on_event(event)
+        self.driver.flush()
 
     def _tick(self) -> None:
         if self.leader:
@@ -289,19 +290,18 @@ class WorkerBalancer(Balancer):
 
     def counters(self) -> dict[str, Any]:
         """This worker's traffic counters, as JSON values."""
-        proxy = self.proxy
-        assert proxy is not None
+        traffic = self.core.traffic()
         return {
             "worker": self.worker,
-            "stats": dict(proxy.stats),
-            "requests": dict(proxy.requests_by_method),
-            "responses": [[m, k, n] for (m, k), n in proxy.responses_by_class.items()],
-            "transactions": [len(proxy.servers), len(proxy.clients)],
-            "calls": len(proxy.dispatcher.accounting),
+            "stats": dict(traffic.stats),
+            "requests": dict(traffic.requests),
+            "responses": [[m, k, n] for (m, k), n in traffic.responses.items()],
+            "transactions": [traffic.servers, traffic.clients],
+            "calls": traffic.calls,
             "handed_over": self.handed_over,
             "taken_over": self.taken_over,
-            "drops": dict(proxy.admission.drops) if proxy.admission is not None else {},
-            "pending": proxy.pending,
+            "drops": dict(traffic.drops) if traffic.drops is not None else {},
+            "pending": traffic.pending,
         }
 
     def worker_counters(self) -> list[dict[str, Any]]:
@@ -314,7 +314,7 @@ class WorkerBalancer(Balancer):
         super().set_weight(set_name, uri, weight, cause)
         self._broadcast("weight", set=set_name, uri=uri, weight=weight, cause=cause)
 
-    def reload_file(self, trigger: str = "SIGHUP") -> Any:
+    def reload_file(self, trigger: str = "SIGHUP") -> ReloadOutcome:
         outcome = super().reload_file(trigger)
         if self.leader and trigger != "SIGHUP" and outcome.ok:  # SIGHUP reached every worker
             self._broadcast("reload", trigger=trigger)

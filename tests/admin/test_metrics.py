@@ -111,7 +111,7 @@ async def test_traffic_counters_come_from_the_proxy(tmp_path: Path) -> None:
             0,
             now,
         )
-        lab.balancer._flush()
+        lab.balancer.driver.flush()
         samples = await scrape(lab)
         assert value(samples, "siplb_requests_total", method="OPTIONS") == 3
         assert value(samples, "siplb_requests_total", method="other") == 1
@@ -135,7 +135,7 @@ async def test_destination_gauges_state_and_failovers(tmp_path: Path) -> None:
         proxy.events.append(FailedOver("c1", "pbx", B, "timeout"))
         proxy.events.append(FailedOver("c2", "pbx", B, "503"))
         proxy.events.append(MessageDropped("malformed: who knows", SOURCE))
-        lab.balancer._flush()
+        lab.balancer.driver.flush()
         samples = await scrape(lab)
         pair_a = {"set": "pbx", "destination": A}
         pair_b = {"set": "pbx", "destination": B}

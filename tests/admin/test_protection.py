@@ -65,7 +65,7 @@ def send(lab: Lab, data: bytes, host: str) -> None:
     proxy = lab.balancer.proxy
     assert proxy is not None
     proxy.receive(data, Target("udp", host, 5060), 0, lab.balancer.loop.time())
-    lab.balancer._flush()
+    lab.balancer.driver.flush()
 
 
 def flood(lab: Lab, count: int, host: str = FLOODER, first: int = 0) -> None:
@@ -116,7 +116,7 @@ async def test_stream_admin_and_internal_error_counters(tmp_path: Path) -> None:
         port = lab.balancer.listeners[0].port
         first = await asyncio.open_connection("127.0.0.1", port)
         second = await asyncio.open_connection("127.0.0.1", port)
-        pool = lab.balancer.pool
+        pool = lab.balancer.driver.pool
         for _ in range(200):
             if pool.refused:
                 break

@@ -1,9 +1,11 @@
-"""Via branches that name their owner (siplb.proxy.branch; DESIGN.md section 3 step 4)."""
+"""Via branches that name their owner (siplb.proxy.branch; DESIGN.md section 3 step 5)."""
 
 from __future__ import annotations
 
 import pytest
 
+from siplb.cluster import Member
+from siplb.cluster import branch as cluster_branch
 from siplb.proxy.branch import COOKIE, BranchMaker, owner_of
 
 
@@ -56,3 +58,16 @@ def test_not_ours() -> None:
     assert not maker.is_ours(None)
     assert not maker.is_ours(BranchMaker("n2").new())
     assert not maker.is_ours(BranchMaker("n1", worker=1).new())
+
+
+def test_the_cluster_parser_reads_every_kind_of_branch() -> None:
+    maker = BranchMaker("n7", worker=3)
+    assert maker.member == Member("n7", 3)
+    for branch in (maker.new(), maker.probe(), maker.keepalive(), maker.stateless(b"x")):
+        assert cluster_branch.owner_of(branch) == Member("n7", 3)
+        response = (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch="
+            + branch.encode()
+            + b";received=10.0.0.1\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        )
+        assert cluster_branch.response_owner(response) == Member("n7", 3)

@@ -35,7 +35,7 @@ def _lab(*, protection: ProtectionSettings | None = None, registrar: bool = Fals
     if registrar:
         from siplb.proxy.registrar import FrontEnd
 
-        lab.proxy.front = FrontEnd(lab.proxy, RegistrarSettings(keepalive_interval=0))
+        lab.proxy.front = FrontEnd(lab.proxy.context, RegistrarSettings(keepalive_interval=0))
     return lab
 
 

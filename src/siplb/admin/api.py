@@ -12,20 +12,26 @@ import asyncio
 import contextlib
 import functools
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
 from siplb.dispatch import AdminState
 from siplb.proxy.acl import host_key, parse_host
 
-from .metrics import CONTENT_TYPE
+from .meter import RateHistory
+from .metrics import CONTENT_TYPE, Metrics
 from .openapi import OPENAPI
+from .view import BalancerView
 from .views import (
     BANS_SHOWN,
+    JSON,
+    AdminFacts,
     ban_json,
+    cluster_json,
     destination_json,
     protection_json,
     refused_counts,
@@ -33,9 +39,6 @@ from .views import (
     sets_json,
     status_json,
 )
-
-if TYPE_CHECKING:
-    from .server import AdminServer
 
 STATIC = Path(__file__).resolve().parent / "static"
 ACTIONS = {
@@ -49,6 +52,7 @@ MAX_BANS_SHOWN = 10_000
 MAX_REASON = 100  # characters of an operator's ban reason
 OPERATOR_BAN = "operator"
 DEST = "/api/sets/{set}/destinations/{uri}"
+CLIENT_QUEUE = 16  # updates queued for a slow dashboard before it is resynchronised
 
 
 def error(status: int, message: str, **extra: object) -> web.Response:
@@ -81,8 +85,25 @@ def parse_ban(body: object) -> BanRequest | str:
     return BanRequest(host_key(host), float(seconds), reason.strip())
 
 
+class Served(Protocol):
+    """What the API asks of the admin server (``server.AdminServer``)."""
+
+    @property
+    def balancer(self) -> BalancerView: ...
+    @property
+    def meter(self) -> RateHistory: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def refused(self) -> Counter[str]: ...
+    def facts(self) -> AdminFacts: ...
+    def snapshot(self, sets: list[JSON] | None = None) -> JSON: ...
+    def attach(self, queue: asyncio.Queue[bytes | None]) -> None: ...
+    def detach(self, queue: asyncio.Queue[bytes | None]) -> None: ...
+
+
 class AdminApi:
-    def __init__(self, server: AdminServer) -> None:
+    def __init__(self, server: Served) -> None:
         self.server = server
         self.balancer = server.balancer
         # the journal sums refusals from the proxy's counters (``Recorder.settle``)
@@ -105,6 +126,7 @@ class AdminApi:
             web.get("/api/protection", self.protection),
             web.post("/api/bans", self.ban),
             web.delete("/api/bans/{host}", self.unban),
+            web.get("/api/cluster", self.cluster),
             web.get("/api/stream", self.stream),
             web.get("/metrics", self.metrics),
         ]
@@ -119,15 +141,15 @@ class AdminApi:
     # ---- reads -------------------------------------------------------------------------------
     async def status(self, request: web.Request) -> web.Response:
         balancer = self.balancer
-        return web.json_response(status_json(balancer, self.server.meter, balancer.loop.time()))
+        status = status_json(balancer, self.server.meter, balancer.now(), self.server.facts())
+        return web.json_response(status)
 
     async def sets(self, request: web.Request) -> web.Response:
         return web.json_response({"sets": sets_json(self.balancer, self.server.meter)})
 
     async def one_set(self, request: web.Request) -> web.Response:
         name = request.match_info["set"]
-        assert self.balancer.proxy is not None
-        for spec in self.balancer.proxy.dispatcher.sets():
+        for spec in self.balancer.core.sets():
             if spec.name == name:
                 return web.json_response(set_json(self.balancer, self.server.meter, spec))
         return error(404, f"no set {name!r}")
@@ -160,7 +182,11 @@ class AdminApi:
             return error(400, "limit is an integer")
         balancer = self.balancer
         limit = max(0, min(limit, MAX_BANS_SHOWN))
-        return web.json_response(protection_json(balancer, balancer.loop.time(), limit))
+        view = protection_json(balancer, balancer.now(), self.server.refused, limit)
+        return web.json_response(view)
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        return web.json_response(cluster_json(self.balancer.cluster()))
 
     async def history(self, request: web.Request) -> web.Response:
         snapshot = self.server.snapshot()
@@ -209,17 +235,15 @@ class AdminApi:
         if isinstance(wanted, str):
             return error(400, wanted)
         balancer = self.balancer
-        proxy = balancer.proxy
-        assert proxy is not None
-        admission = proxy.admission
+        core = balancer.core
         host = wanted.host
-        if admission is None:
+        if not core.protects:
             return error(409, "this balancer has no admission stage")
-        if admission.is_trusted(host):
+        if core.is_trusted(host):
             return error(409, f"{host} is trusted (a destination or a trusted network)")
         balancer.ban(host, wanted.seconds, wanted.reason)
-        now = balancer.loop.time()
-        view = next((ban for ban in admission.bans(now) if ban.host == host), None)
+        now = balancer.now()
+        view = next((ban for ban in core.bans(now) if ban.host == host), None)
         if view is None:  # the table was full and this ban would have ended first
             return error(409, f"{host} could not be banned (the ban table is full)")
         return web.json_response(ban_json(view, balancer, now))
@@ -240,8 +264,6 @@ class AdminApi:
     # ---- the dashboard's event stream ---------------------------------------------------------
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events: ``snapshot`` (everything) then a ``tick`` every second."""
-        from .server import CLIENT_QUEUE
-
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -258,7 +280,7 @@ class AdminApi:
         except (ConnectionResetError, ConnectionError):
             pass
         finally:
-            self.server.clients.discard(queue)
+            self.server.detach(queue)
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response

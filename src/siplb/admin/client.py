@@ -72,6 +72,9 @@ class AdminClient:
     def reload(self) -> Any:
         return self.request("POST", "/api/reload")
 
+    def cluster(self) -> Any:
+        return self.request("GET", "/api/cluster")
+
 
 def _dest_path(set_name: str, uri: str) -> str:
     return f"/api/sets/{quote(set_name, safe='')}/destinations/{quote(uri, safe='')}"
@@ -219,3 +222,61 @@ def format_bans(body: Any) -> str:
                 _row(BAN_COLUMNS, (ban["host"], ban["reason"], left, str(ban["offences"])))
             )
     return "\n".join(lines)
+
+
+# ---- the cluster ------------------------------------------------------------------------------
+MEMBER_COLUMNS = (
+    ("Member", 14, "<"),
+    ("Alive", 5, "<"),
+    ("LastSeen", 8, ">"),
+    ("Calls", 6, ">"),
+    ("Peer", 21, "<"),
+    ("Config", 13, "<"),
+    ("Up", 8, ">"),
+)
+
+
+def format_cluster(body: Any, now: float) -> str:
+    """``siplb status``'s cluster lines (``GET /api/cluster`` with a cluster): the totals, the
+    Redis link, then one row per member; a config other than this member's is marked ``*``."""
+    totals = body["totals"]
+    nodes, members = totals["nodes"], totals["members"]
+    line = (
+        f"Cluster: {nodes} node{'' if nodes == 1 else 's'} live "
+        f"({members} member{'' if members == 1 else 's'}), "
+        f"{totals['calls']} call{'' if totals['calls'] == 1 else 's'} in the cluster; "
+        f"this is {body['me']}"
+    )
+    if totals.get("skewed"):
+        line += f"; CONFIG SKEW: {totals['skewed']} member(s) run another config"
+    lines = [line, format_redis(body["redis"])]
+    lines.append("  " + _row(MEMBER_COLUMNS, (name for name, _, _ in MEMBER_COLUMNS)))
+    lines.extend("  " + _row(MEMBER_COLUMNS, _member_cells(m, now)) for m in body["members"])
+    return "\n".join(lines)
+
+
+def format_redis(redis: Any) -> str:
+    if redis["up"]:
+        return f"Redis: up ({redis['where']}); {redis['errors']} failed batches"
+    error = f": {redis['last_error']}" if redis["last_error"] else ""
+    return (
+        f"Redis: DOWN ({redis['where']}{error}); balancing on the last state known, "
+        f"{redis['errors']} failed batches"
+    )
+
+
+def _member_cells(member: Any, now: float) -> list[str]:
+    seen = member["last_seen"]
+    started = member["started"]
+    config = member["config_hash"][:12] or "-"
+    if member.get("config_matches") is False:
+        config += "*"
+    return [
+        member["member"],
+        "yes" if member["alive"] else "no",
+        "-" if seen is None else f"{seen:.1f}s",
+        str(member["calls"]),
+        member["peer"] or "-",
+        config,
+        "-" if started is None else format_duration(max(0.0, now - started)),
+    ]

@@ -9,10 +9,15 @@ destination at config load (``bind``) and is fed once a second from the prober's
 (``observe_probes``).
 
 ``workers = N``: worker 0 serves the metrics and sums the counters the others send it
-(``Balancer.worker_counters``: proxy stats, so refusals by reason and internal errors too; the
+(``BalancerView.worker_counters``: proxy stats, so refusals by reason and internal errors too; the
 admission drops and the pending count when a worker sends them, see ``views.refused_counts``).
 Bans are shared by every worker, so worker 0's table is the whole; streams and the admin API
 live in worker 0 alone.
+
+``siplb_cluster_*`` are there only with ``[cluster]`` (a balancer alone has no such families, so
+an alert on them cannot fire on a node that was never clustered). They are this member's view
+(worker 0's with ``workers = N``): the members it sees live and the calls they published, its
+Redis link, its node-to-node channel.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,20 +33,16 @@ from prometheus_client.registry import Collector
 from siplb import __version__
 from siplb.sip.scalars import METHODS as KNOWN_METHODS
 
+from .view import BalancerView, ClusterReading, Traffic, WorkerCounters
 from .views import (
     ADMISSION_REASONS,
     DISPLAY_STATES,
-    StreamCounts,
-    admin_refused,
     ban_label,
     display_state,
     pending_transactions,
     refused_counts,
+    skewed,
 )
-
-if TYPE_CHECKING:
-    from siplb.app import Balancer
-    from siplb.proxy.core import Proxy
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -63,7 +62,9 @@ def reason_label(reason: str) -> str:
 
 
 class Metrics:
-    def __init__(self, balancer: Balancer) -> None:
+    """``admin_refused``: the admin guard's refusals by reason (a live counter)."""
+
+    def __init__(self, balancer: BalancerView, admin_refused: Counter[str]) -> None:
         self.balancer = balancer
         self.registry = CollectorRegistry(auto_describe=False)
         self.probe_latency = Histogram(
@@ -75,18 +76,17 @@ class Metrics:
         )
         self._children: dict[str, Histogram] = {}
         self._seen: dict[str, int] = {}
-        self.registry.register(_Collector(balancer))
+        self.registry.register(_Collector(balancer, admin_refused))
         self.bind()
 
     def bind(self) -> None:
         """At config load and reload: one latency child per probed destination."""
-        proxy = self.balancer.proxy
-        assert proxy is not None
-        answered = proxy.prober.answered if proxy.prober is not None else Counter[str]()
-        uris = {spec.uri for spec in proxy.dispatcher.probe_targets()}
+        core = self.balancer.core
+        uris = core.probe_targets()
         for uri in uris - self._children.keys():
+            reading = core.destination(uri)
             self._children[uri] = self.probe_latency.labels(uri)
-            self._seen[uri] = answered.get(uri, 0)
+            self._seen[uri] = reading.answered if reading is not None else 0
         for uri in self._children.keys() - uris:
             del self._children[uri]
             del self._seen[uri]
@@ -94,17 +94,17 @@ class Metrics:
 
     def observe_probes(self) -> None:
         """Feed the histogram with the probe answers timed since the last call."""
-        proxy = self.balancer.proxy
-        prober = proxy.prober if proxy is not None else None
-        if prober is None:
-            return
+        core = self.balancer.core
         for uri, child in self._children.items():
-            count = prober.answered.get(uri, 0)
+            reading = core.destination(uri)
+            if reading is None:
+                continue
+            count = reading.answered
             new = count - self._seen[uri]
             if new <= 0:
                 continue
             self._seen[uri] = count
-            samples = list(prober.latency.get(uri, ()))
+            samples = reading.latency
             for value in samples[-min(new, len(samples)) :] if samples else ():
                 child.observe(value)
 
@@ -115,20 +115,20 @@ class Metrics:
 class _Collector(Collector):
     """Everything read at scrape time."""
 
-    def __init__(self, balancer: Balancer) -> None:
+    def __init__(self, balancer: BalancerView, admin_refused: Counter[str]) -> None:
         self.balancer = balancer
+        self.admin_refused = admin_refused
 
     def collect(self) -> Iterator[Metric]:
-        balancer = self.balancer
-        proxy = balancer.proxy
-        if proxy is None:
-            return
         yield from self._process()
         yield from self._traffic()
         yield from self._destinations()
         yield from self._events()
         yield from self._protection()
         yield from self._streams()
+        reading = self.balancer.cluster()
+        if reading is not None:
+            yield from cluster_metrics(reading)
 
     def _process(self) -> Iterator[Metric]:
         balancer = self.balancer
@@ -149,9 +149,8 @@ class _Collector(Collector):
         yield config
 
     def _traffic(self) -> Iterator[Metric]:
-        proxy = self.balancer.proxy
-        assert proxy is not None
-        traffic = _Traffic.of_workers(self.balancer.worker_counters()) or _Traffic.of_proxy(proxy)
+        balancer = self.balancer
+        traffic = of_workers(balancer.worker_counters()) or balancer.core.traffic()
         stats = traffic.stats
         requests = CounterMetricFamily(
             "siplb_requests", "SIP requests received, by method.", labels=["method"]
@@ -216,10 +215,7 @@ class _Collector(Collector):
         )
 
     def _destinations(self) -> Iterator[Metric]:
-        balancer = self.balancer
-        proxy = balancer.proxy
-        assert proxy is not None
-        dispatcher = proxy.dispatcher
+        core = self.balancer.core
         labels = ["set", "destination"]
         state = GaugeMetricFamily(
             "siplb_destination_state",
@@ -241,13 +237,13 @@ class _Collector(Collector):
             "Probe and traffic failures seen.",
             labels=labels,
         )
-        for spec in dispatcher.sets():
+        for spec in core.sets():
             for dest in spec.destinations:
                 uri = dest.uri
-                try:
-                    snap = dispatcher.snapshot(uri)
-                except KeyError:
+                reading = core.destination(uri)
+                if reading is None:
                     continue
+                snap = reading.snapshot
                 pair = [spec.name, uri]
                 shown = display_state(snap)
                 for name in DISPLAY_STATES:
@@ -256,7 +252,7 @@ class _Collector(Collector):
                 if dest.max_calls is not None:
                     max_calls.add_metric(pair, dest.max_calls)
                 weight.add_metric(pair, dest.weight)
-                calls.add_metric(pair, dispatcher.accounting.calls_total(uri))
+                calls.add_metric(pair, reading.calls_total)
                 failures.add_metric(pair, snap.total_failures)
         yield from (state, active, max_calls, weight, calls, failures)
 
@@ -290,12 +286,10 @@ class _Collector(Collector):
 
     def _protection(self) -> Iterator[Metric]:
         balancer = self.balancer
-        proxy = balancer.proxy
-        assert proxy is not None
+        core = balancer.core
         workers = balancer.worker_counters()
-        admission = proxy.admission
         refused = refused_counts(balancer, workers)
-        if admission is not None:  # the admission reasons from the start, so rate() sees all
+        if core.protects:  # the admission reasons from the start, so rate() sees all
             for reason in sorted(ADMISSION_REASONS):
                 refused.setdefault(reason, 0)
         yield _by_label(
@@ -307,7 +301,7 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "siplb_bans_active",
             "Sources banned now (a ban is lifted within a second of its end).",
-            value=admission.sizes()["bans"] if admission is not None else 0,
+            value=core.ban_count(),
         )
         bans: Counter[str] = Counter()
         for reason, count in balancer.recorder.bans.items():
@@ -320,8 +314,7 @@ class _Collector(Collector):
         )
 
     def _streams(self) -> Iterator[Metric]:
-        balancer = self.balancer
-        streams = StreamCounts.of(balancer.pool)
+        streams = self.balancer.core.streams()
         yield _by_label(
             "siplb_stream_connections_refused",
             "TCP and TLS connections refused or closed by a bound, by reason.",
@@ -341,8 +334,75 @@ class _Collector(Collector):
         yield _by_label(
             "siplb_admin_requests_refused",
             "Admin API requests refused, by reason (wrong host, missing or wrong token ...).",
-            admin_refused(balancer),
+            self.admin_refused,
         )
+
+
+def cluster_metrics(reading: ClusterReading) -> Iterator[Metric]:
+    """``siplb_cluster_*``: this member's view of its cluster."""
+    live = reading.live()
+    yield GaugeMetricFamily(
+        "siplb_cluster_members", "Members (node workers) seen live.", value=len(live)
+    )
+    yield GaugeMetricFamily(
+        "siplb_cluster_nodes",
+        "Nodes with a member seen live.",
+        value=len({member.node for member in live}),
+    )
+    yield GaugeMetricFamily(
+        "siplb_cluster_calls",
+        "Live calls in the cluster, as the live members published them.",
+        value=reading.calls(),
+    )
+    per_member = GaugeMetricFamily(
+        "siplb_cluster_member_calls",
+        "Live calls each live member published.",
+        labels=["node", "member"],
+    )
+    for member in live:
+        per_member.add_metric([member.node, member.tag], member.calls)
+    yield per_member
+    yield GaugeMetricFamily(
+        "siplb_cluster_config_skew",
+        "Live members running another config than this one.",
+        value=skewed(reading),
+    )
+    redis = reading.redis
+    yield GaugeMetricFamily(
+        "siplb_cluster_redis_up", "1 when the last batch reached Redis.", value=int(redis.up)
+    )
+    yield CounterMetricFamily(
+        "siplb_cluster_redis_errors", "Batches that did not reach Redis.", value=redis.errors
+    )
+    yield CounterMetricFamily(
+        "siplb_cluster_redis_reconnects",
+        "Times the Redis link came back after it was down.",
+        value=redis.reconnects,
+    )
+    channel = reading.channel
+    yield CounterMetricFamily(
+        "siplb_cluster_handed_over",
+        "Datagrams sent to the member that owns them.",
+        value=channel.handed_over,
+    )
+    yield CounterMetricFamily(
+        "siplb_cluster_taken_over",
+        "Datagrams another member handed over, handled here.",
+        value=channel.taken_over,
+    )
+    rejected = CounterMetricFamily(
+        "siplb_cluster_channel_rejected",
+        "Node-to-node frames dropped, by reason (forged, replayed, stale, malformed).",
+        labels=["reason"],
+    )
+    for reason, count in channel.rejected().items():
+        rejected.add_metric([reason], count)
+    yield rejected
+    yield CounterMetricFamily(
+        "siplb_cluster_channel_unreachable",
+        "Node-to-node frames not sent: the member's address was not known.",
+        value=channel.unreachable,
+    )
 
 
 def _by_label(name: str, documentation: str, counts: Counter[str]) -> CounterMetricFamily:
@@ -352,43 +412,28 @@ def _by_label(name: str, documentation: str, counts: Counter[str]) -> CounterMet
     return family
 
 
-@dataclass(slots=True)
-class _Traffic:
-    """The counters ``_traffic`` reports: one proxy's, or the sum over worker processes."""
-
-    stats: Counter[str]
-    requests: Counter[str]
-    responses: Counter[tuple[str, int]]
-    servers: int
-    clients: int
-    calls: int
-
-    @classmethod
-    def of_proxy(cls, proxy: Proxy) -> _Traffic:
-        return cls(
-            proxy.stats,
-            proxy.requests_by_method,
-            proxy.responses_by_class,
-            len(proxy.servers),
-            len(proxy.clients),
-            len(proxy.dispatcher.accounting),
-        )
-
-    @classmethod
-    def of_workers(cls, workers: list[dict[str, Any]]) -> _Traffic | None:
-        """The sum of every worker's counters (``Balancer.worker_counters``); None for one."""
-        if not workers:
-            return None
-        total = cls(Counter(), Counter(), Counter(), 0, 0, 0)
-        for worker in workers:
-            total.stats.update(worker["stats"])
-            total.requests.update(worker["requests"])
-            for method, klass, count in worker["responses"]:
-                total.responses[(method, klass)] += count
-            total.servers += worker["transactions"][0]
-            total.clients += worker["transactions"][1]
-            total.calls += worker["calls"]
-        return total
+def of_workers(workers: WorkerCounters) -> Traffic | None:
+    """The sum of every worker's counters (``BalancerView.worker_counters``); None for one."""
+    if not workers:
+        return None
+    stats: Counter[str] = Counter()
+    requests: Counter[str] = Counter()
+    responses: Counter[tuple[str, int]] = Counter()
+    for worker in workers:
+        stats.update(worker["stats"])
+        requests.update(worker["requests"])
+        for method, klass, count in worker["responses"]:
+            responses[(method, klass)] += count
+    return Traffic(
+        stats,
+        requests,
+        responses,
+        sum(worker["transactions"][0] for worker in workers),
+        sum(worker["transactions"][1] for worker in workers),
+        sum(worker["calls"] for worker in workers),
+        sum(int(worker.get("pending", 0)) for worker in workers),
+        None,
+    )
 
 
 def _by_method(counts: Counter[str]) -> Counter[str]:

@@ -7,6 +7,8 @@ from typing import Any
 
 from siplb import __version__
 
+from .view import CHANNEL_REJECTS
+
 JSON = dict[str, Any]
 
 
@@ -262,6 +264,110 @@ SCHEMAS: JSON = {
             "internal_errors": {"type": "integer"},
         },
     },
+    "Cluster": {
+        "type": "object",
+        "description": "This member's view of its cluster. Without [cluster]: only "
+        '`{"enabled": false}`.',
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "me": {"type": "string", "description": "This member's tag, node.worker."},
+            "node": {"type": "string"},
+            "config_hash": {"type": "string", "description": "The config this member runs."},
+            "redis": {
+                "type": "object",
+                "properties": {
+                    "up": {"type": "boolean", "description": "The last batch went through."},
+                    "where": {"type": "string", "description": "URL (no password) or Sentinel."},
+                    "errors": {"type": "integer", "description": "Batches that failed."},
+                    "reconnects": {"type": "integer"},
+                    "last_error": {"type": "string"},
+                    "last_ok": {
+                        "type": ["number", "null"],
+                        "description": "Seconds since Redis last answered.",
+                    },
+                },
+            },
+            "members": {
+                "type": "array",
+                "description": "Every member known (live, or gone and not yet forgotten).",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "member": {"type": "string", "description": "node.worker"},
+                        "node": {"type": "string"},
+                        "worker": {"type": "integer"},
+                        "alive": {"type": "boolean"},
+                        "last_seen": {
+                            "type": ["number", "null"],
+                            "description": "Seconds since its last heartbeat.",
+                        },
+                        "peer": {"type": "string", "description": "Its channel's IP:port."},
+                        "calls": {"type": "integer", "description": "Live calls it published."},
+                        "config_hash": {"type": "string"},
+                        "config_matches": {
+                            "type": ["boolean", "null"],
+                            "description": "It runs this member's config (null: not known).",
+                        },
+                        "started": {"type": ["number", "null"], "description": "Epoch seconds."},
+                    },
+                },
+            },
+            "destinations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "uri": {"type": "string"},
+                        "owner": {
+                            "type": "string",
+                            "description": "The member that probes it and decides its health.",
+                        },
+                        "state": {"type": "string"},
+                        "calls_here": {"type": "integer"},
+                        "calls_elsewhere": {
+                            "type": "integer",
+                            "description": "Live calls the other live members hold on it.",
+                        },
+                        "limit": {
+                            "type": ["integer", "null"],
+                            "description": "Calls this member may hold now (its share of "
+                            "max_calls); null without a cap.",
+                        },
+                    },
+                },
+            },
+            "channel": {
+                "type": "object",
+                "description": "Node-to-node frames at this member, ever.",
+                "properties": {
+                    "handed_over": {"type": "integer"},
+                    "taken_over": {"type": "integer"},
+                    "rejected": {
+                        "type": "object",
+                        "properties": {reason: {"type": "integer"} for reason in CHANNEL_REJECTS},
+                    },
+                    "unreachable": {"type": "integer"},
+                },
+            },
+            "totals": {
+                "type": "object",
+                "properties": {
+                    "members": {"type": "integer", "description": "Live members."},
+                    "nodes": {"type": "integer", "description": "Nodes with a live member."},
+                    "calls": {
+                        "type": "integer",
+                        "description": "Live calls in the cluster, as the live members "
+                        "published them.",
+                    },
+                    "skewed": {
+                        "type": "integer",
+                        "description": "Live members running another config than this one.",
+                    },
+                },
+            },
+        },
+        "required": ["enabled"],
+    },
     "History": {
         "type": "object",
         "description": "Answered calls per second, one sample a second.",
@@ -510,6 +616,13 @@ PATHS: JSON = {
                 ),
                 **_errors(401, 403, 404, texts={404: "No ban on that host."}),
             },
+        }
+    },
+    "/api/cluster": {
+        "get": {
+            "summary": "The cluster: members, Redis link, destination owners, channel",
+            "operationId": "cluster",
+            "responses": {"200": _json(_ref("Cluster"), "The cluster."), **_errors(401)},
         }
     },
     "/api/stream": {

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -22,10 +22,8 @@ from .api import AdminApi
 from .auth import WILDCARDS, Guard, HttpErrorLog, allowed_hosts, load_token
 from .meter import RateHistory
 from .metrics import Metrics
-from .views import JSON, sets_json, status_json
-
-if TYPE_CHECKING:
-    from siplb.app import Balancer
+from .view import BalancerView
+from .views import JSON, AdminFacts, sets_json, status_json
 
 log = logging.getLogger("siplb.admin")
 
@@ -33,23 +31,22 @@ SAMPLE_INTERVAL = 1.0
 SNAPSHOT_EVENTS = 200  # journal entries a new dashboard receives
 CHART_POINTS = 300  # per-set history in a snapshot (five minutes)
 SPARK_POINTS = 60  # per-destination history in a snapshot
-CLIENT_QUEUE = 16  # updates queued for a slow dashboard before it is resynchronised
 SHUTDOWN_TIMEOUT = 2.0
 
 
 class AdminServer:
-    def __init__(self, balancer: Balancer) -> None:
+    def __init__(self, balancer: BalancerView) -> None:
         self.balancer = balancer
         settings = balancer.config.admin
         self.guard = Guard(
             load_token(settings),
             allowed_hosts(settings, settings.host),
             balancer.recorder,
-            balancer.loop.time,
+            balancer.now,
         )
         self.refused: Counter[str] = self.guard.refused  # reason -> requests refused
         self.meter = RateHistory()
-        self.metrics = Metrics(balancer)
+        self.metrics = Metrics(balancer, self.refused)
         self.clients: set[asyncio.Queue[bytes | None]] = set()
         self.api = AdminApi(self)
         self.app = web.Application(middlewares=[self.guard.middleware])
@@ -110,6 +107,10 @@ class AdminServer:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
+    def facts(self) -> AdminFacts:
+        """What ``/api/status`` tells about this server."""
+        return AdminFacts(self.port, self.guard.token is not None, self.refused)
+
     # ---- what a reload or an operator's change tells us ---------------------------------------
     def config_changed(self) -> None:
         """After a reload or a weight change: rebind metric children, reread the token and the
@@ -133,6 +134,10 @@ class AdminServer:
         queue.put_nowait(sse("snapshot", self.snapshot(sets)))
         self.clients.add(queue)
 
+    def detach(self, queue: asyncio.Queue[bytes | None]) -> None:
+        """A dashboard gone."""
+        self.clients.discard(queue)
+
     async def _sample_forever(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time() + SAMPLE_INTERVAL
@@ -147,11 +152,8 @@ class AdminServer:
 
     def sample(self) -> None:
         """Once a second: calls per second per destination, and the probe latency histogram."""
-        proxy = self.balancer.proxy
-        assert proxy is not None
-        accounting = proxy.dispatcher.accounting
-        totals = {uri: accounting.calls_total(uri) for uri in proxy.dispatcher.health}
-        self.meter.sample(totals, self.balancer.wall(self.balancer.loop.time()))
+        balancer = self.balancer
+        self.meter.sample(balancer.core.calls_totals(), balancer.wall(balancer.now()))
         self.metrics.observe_probes()
 
     def push(self) -> None:
@@ -181,7 +183,7 @@ class AdminServer:
         meter = self.meter
         events = balancer.recorder.journal.after(0, SNAPSHOT_EVENTS)
         return {
-            "status": status_json(balancer, meter, balancer.loop.time()),
+            "status": status_json(balancer, meter, balancer.now(), self.facts()),
             "sets": sets,
             "events": [entry.to_json() for entry in events],
             "history": {
@@ -206,7 +208,7 @@ class AdminServer:
         last_time = meter.times[-1] if meter.times else None
         return {
             "t": last_time,
-            "status": status_json(balancer, meter, balancer.loop.time()),
+            "status": status_json(balancer, meter, balancer.now(), self.facts()),
             "sets": [
                 {
                     "active_calls": s["active_calls"],

@@ -1,12 +1,12 @@
 """The JSON the admin API, the dashboard and ``siplb status`` read: built from the balancer's
-live state on demand (nothing here is kept between requests)."""
+view (``BalancerView``) on demand (nothing here is kept between requests)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from siplb import __version__
 from siplb.dispatch import DestinationSpec, HealthSnapshot, SetSpec, State
@@ -14,13 +14,21 @@ from siplb.proxy.admission import ACL, BANNED, BLOCKLIST, RATE, SCANNER, BanView
 from siplb.proxy.scanner import ENUMERATION, REGISTER_FAILURES
 
 from .meter import RateHistory, latency_stats
-
-if TYPE_CHECKING:
-    from siplb.app import Balancer
-    from siplb.io.tcp import ConnectionPool
+from .view import BalancerView, ClusterReading, MemberReading, WorkerCounters
 
 JSON = dict[str, Any]
-Workers = list[dict[str, Any]]  # ``Balancer.worker_counters()``: empty for one process
+Workers = WorkerCounters  # ``BalancerView.worker_counters()``: empty for one process
+
+
+@dataclass(frozen=True, slots=True)
+class AdminFacts:
+    """What the admin server itself tells about its listener and its guard."""
+
+    port: int | None  # the bound port (None: not listening)
+    token: bool  # a token is configured
+    refused: Counter[str]  # admin requests refused, by reason
+
+
 DRAINED = "drained"
 # Every state a destination is shown in; "drained" is draining with no call left.
 DISPLAY_STATES = (*(str(s) for s in State), DRAINED)
@@ -31,7 +39,7 @@ def display_state(snapshot: HealthSnapshot) -> str:
 
 
 def destination_json(
-    balancer: Balancer,
+    balancer: BalancerView,
     meter: RateHistory,
     set_name: str,
     spec: DestinationSpec,
@@ -39,15 +47,12 @@ def destination_json(
     removed: bool = False,
 ) -> JSON | None:
     """One destination of one set, or None when the balancer no longer tracks its URI."""
-    proxy = balancer.proxy
-    assert proxy is not None
     uri = spec.uri
-    try:
-        snap = proxy.dispatcher.snapshot(uri)
-    except KeyError:
+    reading = balancer.core.destination(uri)
+    if reading is None:
         return None
-    prober = proxy.prober
-    latency = latency_stats(prober.latency.get(uri) if prober is not None else None)
+    snap = reading.snapshot
+    latency = latency_stats(reading.latency or None)
     return {
         "set": set_name,
         "uri": uri,
@@ -62,7 +67,7 @@ def destination_json(
         "priority": spec.priority,
         "max_calls": spec.max_calls,
         "active_calls": snap.active_calls,
-        "calls_total": proxy.dispatcher.accounting.calls_total(uri),
+        "calls_total": reading.calls_total,
         "cps": round(meter.rate(uri), 3),
         "latency_ms": None if latency is None else latency.to_json(),
         "failures": snap.total_failures,
@@ -71,7 +76,7 @@ def destination_json(
     }
 
 
-def set_json(balancer: Balancer, meter: RateHistory, spec: SetSpec) -> JSON:
+def set_json(balancer: BalancerView, meter: RateHistory, spec: SetSpec) -> JSON:
     destinations = [
         view
         for dest in spec.destinations
@@ -81,10 +86,9 @@ def set_json(balancer: Balancer, meter: RateHistory, spec: SetSpec) -> JSON:
     return _set_entry(spec.name, str(spec.algorithm), destinations, removed=False)
 
 
-def sets_json(balancer: Balancer, meter: RateHistory) -> list[JSON]:
+def sets_json(balancer: BalancerView, meter: RateHistory) -> list[JSON]:
     """Every set with its destinations, then removed sets whose destinations still drain."""
-    assert balancer.proxy is not None
-    specs = balancer.proxy.dispatcher.sets()
+    specs = balancer.core.sets()
     out = [set_json(balancer, meter, spec) for spec in specs]
     names = {spec.name for spec in specs}
     for old_set in sorted({name for name, _ in balancer.retired_from.values()} - names):
@@ -106,7 +110,7 @@ def _set_entry(name: str, algorithm: str, destinations: list[JSON], *, removed: 
     }
 
 
-def _retiring(balancer: Balancer, meter: RateHistory, set_name: str) -> list[JSON]:
+def _retiring(balancer: BalancerView, meter: RateHistory, set_name: str) -> list[JSON]:
     out = []
     for old_set, spec in balancer.retired_from.values():
         if old_set == set_name:
@@ -116,24 +120,27 @@ def _retiring(balancer: Balancer, meter: RateHistory, set_name: str) -> list[JSO
     return out
 
 
-def status_json(balancer: Balancer, meter: RateHistory, now: float) -> JSON:
-    """Version, uptime, config file and hash, listeners, totals. ``now``: loop time."""
-    proxy = balancer.proxy
-    assert proxy is not None
+def status_json(
+    balancer: BalancerView, meter: RateHistory, now: float, admin: AdminFacts | None
+) -> JSON:
+    """Version, uptime, config file and hash, listeners, totals. ``now``: loop time; ``admin``:
+    the admin server's facts (None when it does not run)."""
+    core = balancer.core
     config = balancer.config
-    dispatcher = proxy.dispatcher
-    uris = list(dispatcher.health)
+    uris = core.uris()
     states: dict[str, int] = dict.fromkeys(DISPLAY_STATES, 0)
     for uri in uris:
-        states[display_state(dispatcher.snapshot(uri))] += 1
-    admin = balancer.admin
+        reading = core.destination(uri)
+        if reading is not None:
+            states[display_state(reading.snapshot)] += 1
+    traffic = core.traffic()
     out: JSON = {
         "version": __version__,
-        "node_id": proxy.settings.node_id,
+        "node_id": core.node_id,
         "worker": balancer.worker,
         "started_at": round(balancer.wall(balancer.started_at), 3),
         "uptime_s": round(now - balancer.started_at, 3),
-        "accepting": proxy.accepting,
+        "accepting": core.accepting,
         "config": {
             "file": config.source,
             "sha256": config.digest,
@@ -157,16 +164,16 @@ def status_json(balancer: Balancer, meter: RateHistory, now: float) -> JSON:
                 balancer.started_config.admin.host,
                 admin.port if admin is not None and admin.port else config.admin.port,
             ),
-            "reads_need_token": admin is not None and admin.guard.token is not None,
-            "changes_allowed": admin is not None and admin.guard.token is not None,
+            "reads_need_token": admin is not None and admin.token,
+            "changes_allowed": admin is not None and admin.token,
         },
         "totals": {
-            "sets": len(dispatcher.sets()),
+            "sets": len(core.sets()),
             "destinations": len(uris),
             "states": states,
-            "active_calls": len(dispatcher.accounting),
+            "active_calls": traffic.calls,
             "cps": round(sum(meter.rate(uri) for uri in uris), 3),
-            "transactions": {"server": len(proxy.servers), "client": len(proxy.clients)},
+            "transactions": {"server": traffic.servers, "client": traffic.clients},
         },
     }
     workers = balancer.worker_counters()
@@ -210,16 +217,14 @@ def merge_refused(stats: Mapping[str, int], drops: Mapping[str, int] | None) -> 
     return +out
 
 
-def refused_counts(balancer: Balancer, workers: Workers | None = None) -> Counter[str]:
+def refused_counts(balancer: BalancerView, workers: Workers | None = None) -> Counter[str]:
     """Requests refused by reason over every worker (``workers = N``), else this process's."""
-    proxy = balancer.proxy
-    assert proxy is not None
-    admission = proxy.admission
-    local = admission.drops if admission is not None else None
+    traffic = balancer.core.traffic()
+    local = traffic.drops
     if workers is None:
         workers = balancer.worker_counters()
     if not workers:
-        return merge_refused(proxy.stats, local)
+        return merge_refused(traffic.stats, local)
     total: Counter[str] = Counter()
     for row in workers:
         drops = row.get("drops")
@@ -229,42 +234,20 @@ def refused_counts(balancer: Balancer, workers: Workers | None = None) -> Counte
     return total
 
 
-def pending_transactions(balancer: Balancer, workers: Workers | None = None) -> int:
+def pending_transactions(balancer: BalancerView, workers: Workers | None = None) -> int:
     """Server transactions waiting for their final answer, over every worker that reports it."""
-    proxy = balancer.proxy
-    assert proxy is not None
+    pending = balancer.core.traffic().pending
     if workers is None:
         workers = balancer.worker_counters()
     if not workers:
-        return proxy.pending
+        return pending
     return sum(
-        int(row.get("pending", proxy.pending if row.get("worker") == balancer.worker else 0))
+        int(row.get("pending", pending if row.get("worker") == balancer.worker else 0))
         for row in workers
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StreamCounts:
-    """The stream pool's bounds at work (``Balancer.pool``)."""
-
-    refused: Counter[str]  # connections refused or closed, by reason
-    inbound: int
-    outbound: int
-    buffered: int  # bytes held by the framers of all connections
-
-    @classmethod
-    def of(cls, pool: ConnectionPool) -> StreamCounts:
-        refused = Counter({str(reason): count for reason, count in pool.refused.items()})
-        return cls(refused, pool.inbound, pool.outbound, pool.buffered)
-
-
-def admin_refused(balancer: Balancer) -> Counter[str]:
-    """Admin requests refused, by reason (wrong host, missing token ...)."""
-    admin = balancer.admin
-    return Counter(admin.refused) if admin is not None else Counter()
-
-
-def ban_json(ban: BanView, balancer: Balancer, now: float) -> JSON:
+def ban_json(ban: BanView, balancer: BalancerView, now: float) -> JSON:
     return {
         "host": ban.host,
         "reason": ban.reason,
@@ -274,30 +257,30 @@ def ban_json(ban: BanView, balancer: Balancer, now: float) -> JSON:
     }
 
 
-def protection_json(balancer: Balancer, now: float, limit: int = BANS_SHOWN) -> JSON:
+def protection_json(
+    balancer: BalancerView, now: float, admin_refused: Counter[str], limit: int = BANS_SHOWN
+) -> JSON:
     """``GET /api/protection``: refusals by reason, bans in force (the ``limit`` ending first),
     pending transactions and their top sources, stream and admin refusals. ``now``: loop time."""
-    proxy = balancer.proxy
-    assert proxy is not None
-    admission = proxy.admission
-    bans = admission.bans(now) if admission is not None else []
+    core = balancer.core
+    bans = core.bans(now)
     workers = balancer.worker_counters()
     refused = refused_counts(balancer, workers)
-    streams = StreamCounts.of(balancer.pool)
-    stats = [w["stats"] for w in workers] or [proxy.stats]
+    streams = core.streams()
+    pending = core.pending_limits(TOP_SOURCES)
+    stats = [w["stats"] for w in workers] or [core.traffic().stats]
     return {
-        "admission": admission is not None,
+        "admission": core.protects,
         "refused_total": sum(refused.values()),
         "refused": dict(refused.most_common()),
         "bans_active": len(bans),
         "bans": [ban_json(ban, balancer, now) for ban in bans[: max(0, limit)]],
         "pending": {
             "transactions": pending_transactions(balancer, workers),
-            "max": proxy.max_pending,
-            "max_per_source": proxy.max_pending_per_source,
+            "max": pending.max,
+            "max_per_source": pending.max_per_source,
             "top_sources": [
-                {"host": host, "pending": count}
-                for host, count in proxy.pending_by_source.most_common(TOP_SOURCES)
+                {"host": host, "pending": count} for host, count in pending.top_sources
             ],
         },
         "streams": {
@@ -306,6 +289,82 @@ def protection_json(balancer: Balancer, now: float, limit: int = BANS_SHOWN) -> 
             "outbound": streams.outbound,
             "buffered_bytes": streams.buffered,
         },
-        "admin_refused": dict(admin_refused(balancer).most_common()),
+        "admin_refused": dict(admin_refused.most_common()),
         "internal_errors": sum(int(s.get("internal_errors", 0)) for s in stats),
     }
+
+
+# ---- the cluster ------------------------------------------------------------------------------
+def cluster_json(reading: ClusterReading | None) -> JSON:
+    """``GET /api/cluster``: ``{"enabled": false}`` alone; else this member's view of the
+    cluster. A member's ``config_matches`` compares its config hash with this member's (None
+    while its hash is unknown); ``totals`` count the live members, their nodes and the calls
+    they published."""
+    if reading is None:
+        return {"enabled": False}
+    live = reading.live()
+    redis = reading.redis
+    channel = reading.channel
+    return {
+        "enabled": True,
+        "me": reading.me,
+        "node": reading.node,
+        "config_hash": reading.config_hash,
+        "redis": {
+            "up": redis.up,
+            "where": redis.where,
+            "errors": redis.errors,
+            "reconnects": redis.reconnects,
+            "last_error": redis.last_error,
+            "last_ok": _rounded(redis.last_ok),
+        },
+        "members": [_member_json(member, reading.config_hash) for member in reading.members],
+        "destinations": [
+            {
+                "uri": dest.uri,
+                "owner": dest.owner,
+                "state": dest.state,
+                "calls_here": dest.calls_here,
+                "calls_elsewhere": dest.calls_elsewhere,
+                "limit": dest.limit,
+            }
+            for dest in reading.destinations
+        ],
+        "channel": {
+            "handed_over": channel.handed_over,
+            "taken_over": channel.taken_over,
+            "rejected": channel.rejected(),
+            "unreachable": channel.unreachable,
+        },
+        "totals": {
+            "members": len(live),
+            "nodes": len({member.node for member in live}),
+            "calls": reading.calls(),
+            "skewed": skewed(reading),
+        },
+    }
+
+
+def skewed(reading: ClusterReading) -> int:
+    """Live members known to run another config than this member."""
+    mine = reading.config_hash
+    return sum(1 for m in reading.live() if m.config_hash and m.config_hash != mine)
+
+
+def _member_json(member: MemberReading, config_hash: str) -> JSON:
+    return {
+        "member": member.tag,
+        "node": member.node,
+        "worker": member.worker,
+        "alive": member.alive,
+        "last_seen": _rounded(member.last_seen),
+        "peer": member.peer,
+        "calls": member.calls,
+        "config_hash": member.config_hash,
+        "config_matches": (member.config_hash == config_hash) if member.config_hash else None,
+        "started": _rounded(member.started),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

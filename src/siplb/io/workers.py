@@ -3,11 +3,13 @@
 Every UDP listener is a ``SO_REUSEPORT`` group of N sockets bound to the same address, one per
 worker, made by the parent before it starts the workers. A classic BPF program on the group
 spreads datagrams over the workers at random, so a single busy peer (one trunk, one SIPp caller)
-does not load one worker alone. The worker a datagram lands on then finds its *owner*:
+does not load one worker alone. The worker a datagram lands on then finds its *owner* by the
+cluster's one ownership rule (``siplb.cluster.ownership``), the workers being the members
+``node.0`` .. ``node.N-1``:
 
-- a request, and a response to a request that is not ours: ``crc32(Call-ID) % N``, so an
-  INVITE, its retransmissions, its CANCEL and ACK and the dialog's later requests (BYE) all meet
-  the server transaction and the call accounting of one worker;
+- a request, and a response to a request that is not ours: rendezvous hashing of the Call-ID
+  over the workers, so an INVITE, its retransmissions, its CANCEL and ACK and the dialog's later
+  requests (BYE) all meet the server transaction and the call accounting of one worker;
 - a response whose top Via branch is ours (``z9hG4bK-node.W-...``): worker W, whose client
   transaction (or probe, or NAT keepalive) sent the request.
 
@@ -20,17 +22,15 @@ from __future__ import annotations
 
 import ctypes
 import json
-import re
 import socket
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from siplb.cluster import Member, Ownership
 from siplb.io.udp import bind_udp
 
-CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 CHANNEL_BUFFER = 4 * 1024 * 1024
 
 # the two kinds of message on a worker's channel socket
@@ -46,21 +46,11 @@ class Steering:
     def __init__(self, node_id: str, workers: int, worker: int) -> None:
         self.workers = workers
         self.worker = worker
-        self._ours = f"branch=z9hG4bK-{node_id}.".encode("ascii")
+        members = [Member(node_id, w) for w in range(workers)]
+        self.ownership = Ownership(members[worker], members)
 
     def owner(self, data: bytes) -> int:
-        if data.startswith(b"SIP/2.0 "):
-            at = data.find(b"branch=")
-            if at >= 0 and data.startswith(self._ours, at):
-                start = at + len(self._ours)
-                end = data.find(b"-", start, start + 4)
-                digits = data[start:end] if end > 0 else b""
-                if digits.isdigit() and int(digits) < self.workers:
-                    return int(digits)
-        match = CALL_ID.search(data)
-        if match is None:
-            return self.worker  # not SIP enough to own: the parser answers it here
-        return zlib.crc32(match.group(1).strip()) % self.workers
+        return self.ownership.owner(data).worker
 
 
 def encode_datagram(listener: int, source: tuple[str, int], data: bytes) -> bytes:

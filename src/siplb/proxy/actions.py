@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from siplb.cluster import Member
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -37,6 +39,18 @@ class Send:
 
     data: bytes
     target: Target
+    listener: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """Hand a datagram to the member that owns it (DESIGN.md 4, one ownership model): the
+    admission stage found it owned elsewhere and did nothing else with it. Drained by the shell
+    from ``Proxy.handovers``, like ``Send`` from ``Proxy.out``."""
+
+    member: Member
+    data: bytes
+    source: Target
     listener: int
 
 
@@ -107,6 +121,16 @@ class OverloadChanged:
     backlog: float  # the receive-buffer fill (0-1) that made the change
 
 
+@dataclass(frozen=True, slots=True)
+class PassiveObserved:
+    """Live traffic showed ``uri`` alive (``ok``) or failing, and another member decides its
+    health: the shell routes this to that member, whose core takes it in ``Proxy.passive``."""
+
+    uri: str
+    ok: bool
+    cause: str
+
+
 Event = (
     MessageDropped
     | RequestRejected
@@ -116,4 +140,5 @@ Event = (
     | PhoneReachable
     | RegistrarLacksPath
     | OverloadChanged
+    | PassiveObserved
 )

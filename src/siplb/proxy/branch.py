@@ -1,7 +1,8 @@
-"""Via branches that say who owns a transaction (DESIGN.md section 3, step 4).
+"""Via branches that say who owns a transaction (DESIGN.md section 3, step 5).
 
-``z9hG4bK`` (RFC 3261 8.1.1.7) + ``-`` + owner (node id and worker) + ``-`` + kind and a unique
-part. Any node or worker can read the owner back from a response's top Via.
+The format and its parser live in ``siplb.cluster.branch``: ``z9hG4bK`` (RFC 3261 8.1.1.7) +
+``-`` + owner tag (``node.worker``) + ``-`` + kind and a unique part. ``BranchMaker`` makes the
+branches of one member; any node or worker reads the owner back from a response's top Via.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from typing import Final
 
-COOKIE: Final = "z9hG4bK"
+from siplb.cluster import branch as cluster_branch
+from siplb.cluster.branch import COOKIE
+from siplb.cluster.member import Member
+
+__all__ = ["COOKIE", "BranchMaker", "owner_of"]
 
 
 class BranchMaker:
     def __init__(self, node_id: str, worker: int = 0) -> None:
-        self.owner = f"{node_id}.{worker}"
-        self.prefix = f"{COOKIE}-{self.owner}-"
-        self._prefix_bytes = self.prefix.encode("ascii")
+        self.member = Member(node_id, worker)
+        self.owner = self.member.tag
+        self.prefix = cluster_branch.prefix(self.member)
         # a per-process random part, so branches stay unique across restarts
         self._salt = os.urandom(4).hex()
         self._counter = itertools.count(1)
@@ -46,8 +50,6 @@ class BranchMaker:
 
 
 def owner_of(branch: str) -> str | None:
-    """The owner (``node.worker``) a siplb branch names, or ``None`` for a foreign branch."""
-    if not branch.startswith(COOKIE + "-"):
-        return None
-    parts = branch.split("-", 3)
-    return parts[1] if len(parts) >= 3 else None
+    """The owner tag (``node.worker``) a siplb branch names, or ``None`` for a foreign branch."""
+    member = cluster_branch.owner_of(branch)
+    return None if member is None else member.tag

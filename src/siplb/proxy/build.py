@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from typing import Final
 
 from siplb.sip import Request, Response
@@ -111,3 +113,14 @@ def _copy(headers: list[tuple[bytes, bytes]], request: Request, *names: bytes) -
         value = request.get(name)
         if value is not None:
             headers.append((name, value))
+
+
+@lru_cache(maxsize=4096)
+def _local_tag_text(key: tuple[str, ...]) -> str:
+    return hashlib.blake2b("/".join(key).encode(), digest_size=6).hexdigest()
+
+
+def local_tag(key: tuple[str, ...]) -> bytes:
+    """The To tag of our own answers to the server transaction ``key``: the same for a
+    retransmission, so its ACK is known."""
+    return _local_tag_text(key).encode()

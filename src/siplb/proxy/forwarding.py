@@ -9,20 +9,45 @@ fixed target. The best final response goes upstream (16.7 step 6), 2xx always at
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from siplb.dispatch import Destination, NoDestination
 from siplb.sip import Edit, Request, Response
 
 from .actions import FailedOver, Target
 from .build import make_cancel, make_response
+from .context import Context
+from .registrar import FrontEnd
 from .transaction import NO_USER, ClientTransaction, ServerTransaction
-
-if TYPE_CHECKING:
-    from .core import Proxy
 
 # Methods whose requests create dialogs and so get Record-Route (RFC 3261 12.1, RFC 6665, 3515).
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
+class CallWatch(Protocol):
+    """What a response context tells the core about the traffic it sees: passive health
+    inputs, and a new call's first 2xx (for ``bye_unconfirmed``)."""
+
+    def passive_success(self, uri: str, now: float) -> None: ...
+
+    def passive_failure(
+        self,
+        uri: str,
+        cause: str,
+        now: float,
+        *,
+        timeout: bool = False,
+        method: str = "INVITE",
+        source: str | None = None,
+    ) -> None: ...
+
+    def answered(
+        self,
+        server: ServerTransaction,
+        invite: Request,
+        client: ClientTransaction,
+        answer: Response,
+    ) -> None: ...
 
 
 class Forwarding:
@@ -32,24 +57,28 @@ class Forwarding:
         "best",
         "call_key",
         "cancelled",
+        "context",
         "current",
         "done",
         "first",
+        "front",
         "hash_input",
         "incoming",
         "method",
-        "proxy",
         "server",
         "set_name",
         "target",
         "target_listener",
         "tried",
         "uri",
+        "watch",
     )
 
     def __init__(
         self,
-        proxy: Proxy,
+        context: Context,
+        watch: CallWatch,
+        front: FrontEnd | None,
         server: ServerTransaction,
         base: Edit[Request],
         *,
@@ -60,7 +89,9 @@ class Forwarding:
         target_listener: int | None = None,
         first: Destination | None = None,
     ) -> None:
-        self.proxy = proxy
+        self.context = context
+        self.watch = watch
+        self.front = front
         self.server = server
         # the request with Max-Forwards, Route and top Via processed (each attempt adds its
         # Record-Route and Via and makes one copy); let go once the request is answered
@@ -90,9 +121,9 @@ class Forwarding:
         self._attempt(now)
 
     def _attempt(self, now: float) -> None:
-        proxy = self.proxy
+        context = self.context
         if self.set_name is not None:
-            choice = self.first or proxy.dispatcher.choose(
+            choice = self.first or context.dispatcher.choose(
                 self.set_name, self.hash_input, self.tried
             )
             self.first = None
@@ -102,14 +133,14 @@ class Forwarding:
             target = _target_of(choice)
             self.uri = choice.uri
             self.tried = self.tried | {choice.uri}
-            listener = proxy.listener_for(target, self.incoming)
+            listener = context.listener_for(target, self.incoming)
         else:
             if self.target is None or self.attempts:
                 self._give_up("no target", now)
                 return
             target = self.target
             prefer = self.target_listener
-            listener = proxy.listener_for(target, self.incoming if prefer is None else prefer)
+            listener = context.listener_for(target, self.incoming if prefer is None else prefer)
         base = self.base
         if base is None:  # pragma: no cover - answered already, nothing more to try
             return
@@ -117,18 +148,18 @@ class Forwarding:
         method = self.method
         edit = base.copy()  # 16.6 steps 4 and 8 with the others, in one copy of the request
         if (
-            proxy.settings.record_route
+            context.settings.record_route
             and method in DIALOG_CREATING
             and base.message.to_tag is None
         ):
-            proxy.add_record_route(edit, self.incoming, listener)
-        if method == "REGISTER" and self.set_name is not None and proxy.front is not None:
-            proxy.front.outgoing(self.server, edit, self.incoming, listener)
-        branch = proxy.branches.new()
-        edit.add_first(b"Via", proxy.listeners[listener].via_prefix + b";branch=" + branch.encode())
-        self.current = proxy.new_client(branch, edit.apply(), target, listener, self, now)
+            context.add_record_route(edit, self.incoming, listener)
+        if method == "REGISTER" and self.set_name is not None and self.front is not None:
+            self.front.outgoing(self.server, edit, self.incoming, listener)
+        branch = context.branches.new()
+        edit.add_first(b"Via", context.via(listener, branch))
+        self.current = context.new_client(branch, edit.apply(), target, listener, self, now)
         if self.call_key is not None and self.uri is not None:
-            accounting = proxy.dispatcher.accounting
+            accounting = context.dispatcher.accounting
             if self.attempts == 1:
                 accounting.setup_started(self.call_key, self.uri, now)
             else:
@@ -138,12 +169,12 @@ class Forwarding:
         return (
             self.set_name is not None
             and not self.cancelled
-            and self.attempts < self.proxy.settings.max_attempts
+            and self.attempts < self.context.settings.max_attempts
         )
 
     # ---- what the client transaction reports ----------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
-        front = self.proxy.front
+        front = self.front
         if (
             front is not None
             and response.status >= 200
@@ -157,24 +188,23 @@ class Forwarding:
             if self.cancelled and txn is self.current:
                 self._send_cancel(txn, now)
             if status > 100 and not self.done:
-                self.proxy.forward_response(self.server, response, now)
+                self.context.forward_response(self.server, response, now)
             return
         if status < 300:
             base = self.base
             self._done()
             if self.uri is not None:
-                self.proxy.passive_success(self.uri, now)
+                self.watch.passive_success(self.uri, now)
             if self.call_key is not None:
-                self.proxy.dispatcher.accounting.confirmed(self.call_key, now)
+                self.context.dispatcher.accounting.confirmed(self.call_key, now)
                 if base is not None:  # the first 2xx: until its ACK, what ending it takes
-                    self.proxy.answered(self.server, base.message, txn, response)
-            self.proxy.forward_response(self.server, response, now)
+                    self.watch.answered(self.server, base.message, txn, response)
+            self.context.forward_response(self.server, response, now)
             return
         if txn is not self.current or self.done:
             return
-        proxy = self.proxy
         if status == 503 and self.uri is not None:
-            proxy.passive_failure(
+            self.watch.passive_failure(
                 self.uri,
                 f"503 on {self.method}",
                 now,
@@ -182,7 +212,7 @@ class Forwarding:
                 source=self.server.source.host,
             )
         self.best = _better(self.best, response)
-        if status in proxy.settings.failover_codes and self._can_fail_over():
+        if status in self.context.settings.failover_codes and self._can_fail_over():
             self._fail_over(f"{status} {response.reason.decode('latin-1')}", now)
             return
         self._finish(now)
@@ -190,14 +220,13 @@ class Forwarding:
     def on_failure(self, txn: ClientTransaction, cause: str, now: float) -> None:
         if txn is not self.current or self.done:
             return
-        proxy = self.proxy
         if cause == "timer C":
             self._send_cancel(txn, now)  # 16.8: CANCEL the branch, treat as 408
             self.best = _better(self.best, None)
             self._respond_local(408, now)
             return
         if self.uri is not None:
-            proxy.passive_failure(
+            self.watch.passive_failure(
                 self.uri,
                 f"{cause} on {self.method}",
                 now,
@@ -223,8 +252,8 @@ class Forwarding:
             base = self.base
             request = base.message if base is not None else None
             call_id = ((request.call_id if request is not None else None) or b"").decode("latin-1")
-            self.proxy.events.append(FailedOver(call_id, self.set_name, self.uri, cause))
-            self.proxy.stats["failovers"] += 1
+            self.context.emit(FailedOver(call_id, self.set_name, self.uri, cause))
+            self.context.stats["failovers"] += 1
         self._attempt(now)
 
     def _give_up(self, reason: str, now: float) -> None:
@@ -238,7 +267,7 @@ class Forwarding:
         self._respond_local(503, now, extra=extra, reason=reason)
 
     def _retry_after(self) -> list[tuple[bytes, bytes]]:
-        return self.proxy.retry_after()
+        return self.context.retry_after()
 
     # ---- answering upstream --------------------------------------------------------------------
     def _finish(self, now: float) -> None:
@@ -250,7 +279,7 @@ class Forwarding:
         if best.status == 503:  # 16.7 step 6: a proxy never forwards a 503
             best = Response.build(500, b"Server Internal Error", best.headers, best.body)
         self._end_call()
-        self.proxy.forward_response(self.server, best, now)
+        self.context.forward_response(self.server, best, now)
 
     def _respond_local(
         self,
@@ -262,7 +291,7 @@ class Forwarding:
     ) -> None:
         self._done()
         self._end_call()
-        self.proxy.respond(self.server, status, now, extra=extra, cause=reason)
+        self.context.respond(self.server, status, now, extra=extra, cause=reason)
 
     def _done(self) -> None:
         """The request is answered: what it took to try destinations is no longer needed (a
@@ -274,7 +303,7 @@ class Forwarding:
 
     def _end_call(self) -> None:
         if self.call_key is not None:
-            self.proxy.dispatcher.accounting.ended(self.call_key)
+            self.context.dispatcher.accounting.ended(self.call_key)
 
     # ---- CANCEL (16.10) ------------------------------------------------------------------------
     def cancel(self, now: float) -> None:
@@ -288,10 +317,10 @@ class Forwarding:
         # out and we answer 487 ourselves.
 
     def _send_cancel(self, txn: ClientTransaction, now: float) -> None:
-        if (txn.branch, "CANCEL") in self.proxy.clients or txn.request is None:
+        if (txn.branch, "CANCEL") in self.context.clients or txn.request is None:
             return
         cancel = make_cancel(txn.request)
-        self.proxy.new_client(txn.branch, cancel, txn.target, txn.listener, NO_USER, now)
+        self.context.new_client(txn.branch, cancel, txn.target, txn.listener, NO_USER, now)
         txn.cancel_sent(now)
 
 

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from .actions import PhoneReachable, PhoneUnreachable, Send, Target
-
-if TYPE_CHECKING:
-    from .core import Proxy
+from .actions import PhoneReachable, PhoneUnreachable, Target
+from .context import Context
 
 SLOTS = 64
 CRLF_PING = b"\r\n\r\n"
@@ -42,8 +39,10 @@ class Binding:
 class Keepalive:
     """The registered phones' NAT bindings and the wheel that keeps them open."""
 
-    def __init__(self, proxy: Proxy, *, interval: float, misses: int, max_bindings: int) -> None:
-        self.proxy = proxy
+    def __init__(
+        self, context: Context, *, interval: float, misses: int, max_bindings: int
+    ) -> None:
+        self.context = context
         self.interval = interval
         self.misses = misses
         self.max_bindings = max_bindings
@@ -70,7 +69,7 @@ class Keepalive:
         binding = self.bindings.get(flow)
         if binding is None:
             if len(self.bindings) >= self.max_bindings:
-                self.proxy.stats["keepalive_bindings_refused"] += 1
+                self.context.stats["keepalive_bindings_refused"] += 1
                 return
             slot = zlib.crc32(str(flow).encode()) % SLOTS
             binding = Binding(flow, listener, aor, contact, now + expires, slot)
@@ -82,7 +81,7 @@ class Keepalive:
             binding.expires_at = now + expires
         self.by_contact[(aor, contact)] = flow
         if self.deadline is None:
-            self.proxy.heap.schedule(self, now + self.tick)
+            self.context.heap.schedule(self, now + self.tick)
 
     def forget(self, flow: Target) -> None:
         binding = self.bindings.pop(flow, None)
@@ -99,7 +98,7 @@ class Keepalive:
         self.position = (self.position + 1) % SLOTS
         for flow in list(bucket):
             self._visit(self.bindings[flow], now)
-        self.proxy.heap.schedule(self, now + self.tick if self.bindings else None)
+        self.context.heap.schedule(self, now + self.tick if self.bindings else None)
 
     def owns(self, branch: str) -> bool:
         return branch in self.by_branch
@@ -111,10 +110,10 @@ class Keepalive:
             return
         binding.pending = None
         binding.misses = 0
-        self.proxy.stats["keepalives_answered"] += 1
+        self.context.stats["keepalives_answered"] += 1
         if binding.reported:
             binding.reported = False
-            self.proxy.events.append(PhoneReachable(_text(binding.aor), binding.flow))
+            self.context.emit(PhoneReachable(_text(binding.aor), binding.flow))
 
     def transport_error(self, target: Target, now: float) -> None:
         binding = self.bindings.get(target)
@@ -126,7 +125,7 @@ class Keepalive:
     # ---- the wheel -------------------------------------------------------------------------------
     def _visit(self, binding: Binding, now: float) -> None:
         if binding.expires_at <= now:
-            self.proxy.stats["keepalive_bindings_expired"] += 1
+            self.context.stats["keepalive_bindings_expired"] += 1
             self.forget(binding.flow)
             return
         if binding.pending is not None:
@@ -140,24 +139,24 @@ class Keepalive:
     def _report(self, binding: Binding, cause: str) -> None:
         if not binding.reported:
             binding.reported = True
-            self.proxy.stats["phones_unreachable"] += 1
-            self.proxy.events.append(PhoneUnreachable(_text(binding.aor), binding.flow, cause))
+            self.context.stats["phones_unreachable"] += 1
+            self.context.emit(PhoneUnreachable(_text(binding.aor), binding.flow, cause))
 
     def _ping(self, binding: Binding) -> None:
-        proxy = self.proxy
-        proxy.stats["keepalives_sent"] += 1
+        context = self.context
+        context.stats["keepalives_sent"] += 1
         if binding.flow.reliable:
-            proxy.out.append(Send(CRLF_PING, binding.flow, binding.listener))
+            context.send(CRLF_PING, binding.flow, binding.listener)
             return
-        listener = proxy.listeners[binding.listener]
-        branch = proxy.branches.keepalive()
+        listener = context.listeners[binding.listener]
+        branch = context.branches.keepalive()
         self._seq += 1
         contact = binding.contact.decode("latin-1")
         data = (
             f"OPTIONS {contact} SIP/2.0\r\n"
             f"Via: {listener.via_prefix.decode()};branch={branch}\r\n"
             f"Max-Forwards: 70\r\n"
-            f"From: <sip:keepalive@{listener.sent_by.decode()}>;tag={proxy.branches.owner}\r\n"
+            f"From: <sip:keepalive@{listener.sent_by.decode()}>;tag={context.branches.owner}\r\n"
             f"To: <{_text(binding.aor)}>\r\n"
             f"Call-ID: {branch}\r\n"
             f"CSeq: {self._seq} OPTIONS\r\n"
@@ -166,7 +165,7 @@ class Keepalive:
         ).encode("latin-1")
         binding.pending = branch
         self.by_branch[branch] = binding.flow
-        proxy.out.append(Send(data, binding.flow, binding.listener))
+        context.send(data, binding.flow, binding.listener)
 
 
 def _text(raw: bytes) -> str:

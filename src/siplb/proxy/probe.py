@@ -8,21 +8,22 @@ health table turns results into states with its ``down_after``/``up_after`` thre
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import TYPE_CHECKING
 
 from siplb.dispatch import DestinationSpec, HealthSettings
 
-from .actions import Send, Target
-
-if TYPE_CHECKING:
-    from .core import Proxy
+from .actions import Target
+from .context import Context
+from .overload import OverloadGuard
 
 LATENCY_SAMPLES = 128
 
 
 class Prober:
-    def __init__(self, proxy: Proxy, health: HealthSettings, now: float) -> None:
-        self.proxy = proxy
+    def __init__(
+        self, context: Context, overload: OverloadGuard, health: HealthSettings, now: float
+    ) -> None:
+        self.context = context
+        self.overload = overload
         self.settings = health
         self.deadline: float | None = None
         self.pending: dict[str, tuple[str, float, Target]] = {}  # branch -> (uri, sent, target)
@@ -34,7 +35,7 @@ class Prober:
 
     def refresh(self, now: float) -> None:
         """(Re)plan probes for the current destinations: new ones at once, spread a little."""
-        targets = self.proxy.dispatcher.probe_targets()
+        targets = self.context.dispatcher.probe_targets()
         known = {spec.uri for spec in targets}
         for uri in list(self.next_at):
             if uri not in known:
@@ -47,15 +48,15 @@ class Prober:
 
     def on_timer(self, now: float) -> None:
         timeout = self.settings.timeout
-        excused = self.proxy.overload.excuses_timeouts(now)
+        excused = self.overload.excuses_timeouts(now)
         for branch, (uri, sent, _target) in list(self.pending.items()):
             if sent + timeout <= now:
                 del self.pending[branch]
                 if excused:  # the answer may be waiting in our own receive queue
-                    self.proxy.stats["probes_excused"] += 1
+                    self.context.stats["probes_excused"] += 1
                 else:
                     self._result(uri, False, "probe timeout", now)
-        for spec in self.proxy.dispatcher.probe_targets():
+        for spec in self.context.dispatcher.probe_targets():
             due = self.next_at.get(spec.uri)
             if due is not None and due <= now:
                 self._send(spec, now)
@@ -83,16 +84,16 @@ class Prober:
         self._rearm()
 
     def _result(self, uri: str, ok: bool, cause: str, now: float) -> None:
-        self.proxy.stats["probes_ok" if ok else "probes_failed"] += 1
-        event = self.proxy.dispatcher.health.probe_result(uri, ok, now, cause)
+        self.context.stats["probes_ok" if ok else "probes_failed"] += 1
+        event = self.context.dispatcher.health.probe_result(uri, ok, now, cause)
         if event is not None:
-            self.proxy.events.append(event)
+            self.context.emit(event)
 
     def _send(self, spec: DestinationSpec, now: float) -> None:
-        proxy = self.proxy
+        context = self.context
         target = Target(spec.transport, spec.host, spec.port)
-        listener = proxy.listeners[proxy.listener_for(target, None)]
-        branch = proxy.branches.probe()
+        listener = context.listeners[context.listener_for(target, None)]
+        branch = context.branches.probe()
         host = f"[{spec.host}]" if ":" in spec.host else spec.host
         ruri = f"sip:{host}:{spec.port}"
         if spec.transport != "udp":
@@ -102,7 +103,7 @@ class Prober:
             f"OPTIONS {ruri} SIP/2.0\r\n"
             f"Via: {listener.via_prefix.decode()};branch={branch}\r\n"
             f"Max-Forwards: 70\r\n"
-            f"From: <sip:siplb@{listener.sent_by.decode()}>;tag={proxy.branches.owner}\r\n"
+            f"From: <sip:siplb@{listener.sent_by.decode()}>;tag={context.branches.owner}\r\n"
             f"To: <{ruri}>\r\n"
             f"Call-ID: {branch}\r\n"
             f"CSeq: {self._seq} OPTIONS\r\n"
@@ -110,9 +111,9 @@ class Prober:
             f"Content-Length: 0\r\n\r\n"
         ).encode("ascii")
         self.pending[branch] = (spec.uri, now, target)
-        proxy.out.append(Send(data, target, listener.index))
+        context.send(data, target, listener.index)
 
     def _rearm(self) -> None:
         times = [sent + self.settings.timeout for _uri, sent, _t in self.pending.values()]
         times.extend(self.next_at.values())
-        self.proxy.heap.schedule(self, min(times) if times else None)
+        self.context.heap.schedule(self, min(times) if times else None)

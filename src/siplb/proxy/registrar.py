@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from ipaddress import ip_address, ip_network
-from typing import TYPE_CHECKING
 
 from siplb.settings import RegistrarSettings
 from siplb.sip import (
@@ -33,12 +32,10 @@ from siplb.sip import (
 )
 
 from .actions import RegistrarLacksPath, Target
+from .context import Context
 from .keepalive import Keepalive
 from .listeners import DEFAULT_PORTS, Listener
-
-if TYPE_CHECKING:
-    from .core import Proxy
-    from .transaction import ServerTransaction
+from .transaction import ServerTransaction
 
 PATH_FLAG = "path"  # marks our Path URIs (a Record-Route entry has no such parameter)
 RECEIVED = "received"
@@ -207,12 +204,12 @@ class FrontEnd:
     """The registrar front end of one proxy core: checks and Path on the way to the registrar,
     bindings (for keepalives) and Path support learnt from its answers."""
 
-    def __init__(self, proxy: Proxy, settings: RegistrarSettings) -> None:
-        self.proxy = proxy
+    def __init__(self, context: Context, settings: RegistrarSettings) -> None:
+        self.context = context
         self.settings = settings
         self.keepalive = (
             Keepalive(
-                proxy,
+                context,
                 interval=settings.keepalive_interval,
                 misses=settings.keepalive_misses,
                 max_bindings=settings.max_bindings,
@@ -242,7 +239,7 @@ class FrontEnd:
         """A REGISTER leaving for a registrar: our Path entries, and Require: path."""
         if not self.settings.path:
             return
-        listeners = self.proxy.listeners
+        listeners = self.context.listeners
         request = edit.message
         try:
             nat = behind_nat(request, request.top_via(), server.source)
@@ -279,8 +276,8 @@ class FrontEnd:
         return Response.build(500, b"Registrar Does Not Support Path", headers, response.body)
 
     def _lacks_path(self, registrar: str, cause: str) -> None:
-        self.proxy.stats["registrar_without_path"] += 1
-        self.proxy.events.append(RegistrarLacksPath(registrar, cause))
+        self.context.stats["registrar_without_path"] += 1
+        self.context.emit(RegistrarLacksPath(registrar, cause))
 
     def _learn(
         self, server: ServerTransaction, request: Request, response: Response, now: float

@@ -23,11 +23,28 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from siplb.sip import Request, Response
+from siplb.sip import Request, Response, Via
 
 from .actions import Send, Target
 from .build import make_ack
 from .timers import TimerHeap, Timers
+
+
+def server_key(request: Request, via: Via) -> tuple[str, ...]:
+    """17.2.3: branch + sent-by + method (ACK and CANCEL matched to INVITE by the caller)."""
+    branch = via.branch
+    method = "INVITE" if request.method == "ACK" else request.method
+    if branch is not None and branch.startswith("z9hG4bK"):
+        return (branch, via.sent_by, method)
+    # RFC 2543 peers: no magic cookie, match on the dialog and CSeq (17.2.3, last paragraph)
+    cseq = request.cseq.number if request.has(b"cseq") else 0
+    return (
+        (request.call_id or b"").decode("latin-1"),
+        (request.from_tag or b"").decode("latin-1"),
+        str(cseq),
+        via.sent_by,
+        method,
+    )
 
 
 class TxState(StrEnum):
@@ -46,6 +63,13 @@ class ClientUser(Protocol):
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None: ...
 
     def on_failure(self, txn: ClientTransaction, cause: str, now: float) -> None: ...
+
+
+class ClientOwner(Protocol):
+    """Who keeps the client transaction table: told when a transaction ends, so it can forget
+    it (the transaction never touches the table itself)."""
+
+    def client_terminated(self, txn: ClientTransaction) -> None: ...
 
 
 class ServerUser(Protocol):
@@ -224,7 +248,7 @@ class ClientTransaction:
         "_c_fired",
         "_heap",
         "_out",
-        "_registry",
+        "_owner",
         "_timeout_at",
         "_timers",
         "_wait_at",
@@ -252,7 +276,7 @@ class ClientTransaction:
         heap: TimerHeap,
         out: list[Send],
         timers: Timers,
-        registry: dict[tuple[str, str], ClientTransaction],
+        owner: ClientOwner,
         *,
         failover_timeout: float,
         timer_c: float,
@@ -281,8 +305,7 @@ class ClientTransaction:
         self._timeout_at: float | None = now + min(timers.b, failover_timeout)  # B / F
         self._wait_at: float | None = None  # Timer D, K or M
         self._c_fired = False
-        self._registry = registry
-        registry[(branch, self.method)] = self
+        self._owner = owner
         out.append(Send(request.to_bytes(), target, listener))
         self._rearm()
 
@@ -417,8 +440,7 @@ class ClientTransaction:
         self._ack = None
         self.user = NO_USER  # the TU and this transaction point at each other: let both go
         self._heap.schedule(self, None)
-        if self._registry.get((self.branch, self.method)) is self:
-            del self._registry[(self.branch, self.method)]
+        self._owner.client_terminated(self)
 
 
 def _rearm(txn: ServerTransaction | ClientTransaction, heap: TimerHeap, when: float | None) -> None:

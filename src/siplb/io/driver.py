@@ -1,0 +1,253 @@
+"""The asyncio adapter of one proxy core (DESIGN.md section 2): feed it what the sockets receive,
+flush what it wants sent to the transports, re-arm one timer at its next deadline, and tell it
+every ``BACKLOG_INTERVAL`` how full the UDP receive buffers are.
+
+Nothing is decided here. The composition root (``siplb.app``) opens the listeners through the
+driver, builds the core, hands it over with ``run``, and receives every event the core reports
+through ``on_event`` (logging, the journal, the kernel's ban sets are its business).
+
+    driver = Driver(loop, limits, tcp=config.tcp, client_ssl=None, on_event=record)
+    port = await driver.open_udp(0, bind_udp("127.0.0.1", 0, 1 << 20))
+    driver.run(proxy)        # flushes once, then watches the backlog
+    ...
+    driver.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import socket
+import ssl
+import struct
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from siplb.logs import RefusalLog
+from siplb.proxy.actions import Send, Target
+from siplb.proxy.core import Proxy
+from siplb.settings import TcpSettings
+from siplb.sip import Limits, ParseError, Request, Response
+
+from .tcp import ConnectionPool
+from .udp import Receiver, UdpEndpoint
+
+log = logging.getLogger("siplb")
+
+BACKLOG_INTERVAL = 0.05
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux 4.12+: struct sk_meminfo
+_MEMINFO = struct.Struct("=II")  # SK_MEMINFO_RMEM_ALLOC, SK_MEMINFO_RCVBUF come first
+
+
+class Driver:
+    """Runs one ``Proxy`` on the event loop: its UDP transports, its stream pool, its timer."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limits: Limits,
+        *,
+        tcp: TcpSettings,
+        client_ssl: ssl.SSLContext | None,
+        on_event: Callable[[object], None],
+    ) -> None:
+        self.loop = loop
+        self.core: Proxy | None = None  # None until ``run``: what arrives before is dropped
+        self.on_event = on_event
+        self.pool = ConnectionPool(
+            loop,
+            limits,
+            self.stream_message,
+            self.stream_malformed,
+            self.transport_failure,
+            tcp=tcp,
+            client_ssl=client_ssl,
+        )
+        self._udp: dict[int, asyncio.DatagramTransport] = {}
+        self._udp_by_family: dict[int, int] = {}
+        self._udp_sockets: list[socket.socket] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._backlog_timer: asyncio.TimerHandle | None = None
+        self._fault_log = RefusalLog()  # a bug a peer can trigger is logged once in a while
+
+    # ---- transports ------------------------------------------------------------------------
+    async def open_udp(
+        self, index: int, sock: socket.socket, receiver: Receiver | None = None
+    ) -> int:
+        """Serve UDP listener ``index`` on the bound ``sock``; returns its port. A datagram goes
+        to ``receiver`` when one is given (which may hand it to ``datagram``), else to the core."""
+        transport, _ = await self.loop.create_datagram_endpoint(
+            functools.partial(
+                UdpEndpoint, receiver or functools.partial(self.datagram, index), log_udp_error
+            ),
+            sock=sock,
+        )
+        self._udp[index] = transport
+        self._udp_sockets.append(sock)
+        family = 6 if sock.family == socket.AF_INET6 else 4
+        self._udp_by_family.setdefault(family, index)
+        return int(sock.getsockname()[1])
+
+    def run(self, core: Proxy) -> None:
+        """Start feeding ``core``: flush what it has to say, then watch the receive backlog."""
+        self.core = core
+        self.flush()
+        self._watch_backlog()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._backlog_timer is not None:
+            self._backlog_timer.cancel()
+        for transport in self._udp.values():
+            transport.close()
+        self.pool.close()
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def datagram(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
+        core = self.core
+        if core is None:
+            return  # still starting: the sender retransmits
+        try:
+            core.receive(data, Target("udp", addr[0], addr[1]), index, self.loop.time())
+        except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
+            self._internal_error(addr)
+        self.flush()
+
+    def stream_message(self, message: Request | Response, peer: Target, index: int) -> None:
+        core = self.core
+        if core is None:
+            return
+        try:
+            core.receive_message(message, peer, index, self.loop.time())
+        except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
+            self._internal_error((peer.host, peer.port))
+        self.flush()
+
+    def stream_malformed(self, data: bytes, error: ParseError, peer: Target, index: int) -> None:
+        if self.core is not None:
+            self.core.receive_malformed(data, error, peer, index)
+            self.flush()
+
+    def transport_failure(self, target: Target) -> None:
+        if self.core is not None:
+            self.core.transport_error(target, self.loop.time())
+            self.flush()
+
+    def _internal_error(self, addr: tuple[str, int]) -> None:
+        assert self.core is not None
+        self.core.stats["internal_errors"] += 1
+        left_out = self._fault_log.admit("internal error", "", self.loop.time())
+        if left_out is not None:
+            more = f" ({left_out} more since the last one)" if left_out else ""
+            log.exception("internal error on a message from %s%s", addr[0], more)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self.core is not None
+        self.core.handle_timer(self.loop.time())
+        self.flush()
+
+    def _watch_backlog(self) -> None:
+        """Tell the core how full the UDP receive buffers are, every BACKLOG_INTERVAL: the
+        core refuses new calls while it is behind (``siplb.proxy.overload``)."""
+        core = self.core
+        assert core is not None
+        fill = max((receive_backlog(sock) for sock in self._udp_sockets), default=0.0)
+        core.report_backlog(fill, self.loop.time())
+        if core.events:
+            self.flush()
+        self._backlog_timer = self.loop.call_later(BACKLOG_INTERVAL, self._watch_backlog)
+
+    # ---- outputs ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Send what the core queued, hand over its events, re-arm the timer."""
+        core = self.core
+        assert core is not None
+        if core.out:
+            sends = core.out[:]
+            core.out.clear()
+            for send in sends:
+                self.send(send)
+        if core.events:
+            events = core.events[:]
+            core.events.clear()
+            for event in events:
+                self.on_event(event)
+        deadline = core.get_timer()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def send(self, send: Send) -> None:
+        target = send.target
+        if not _is_ip(target.host):
+            self.loop.create_task(self._resolve_and_send(send))
+            return
+        if target.transport != "udp":
+            self.pool.send(send.data, target, send.listener)
+            return
+        udp = self._udp.get(send.listener)
+        if udp is None:
+            index = self._udp_by_family.get(6 if ":" in target.host else 4)
+            if index is None:
+                log.warning("no UDP listener to reach %s", target)
+                return
+            udp = self._udp[index]
+        try:
+            udp.sendto(send.data, (target.host, target.port))
+        except OSError as exc:
+            log.debug("send to %s failed: %s", target, exc)
+            self.transport_failure(target)
+
+    async def _resolve_and_send(self, send: Send) -> None:
+        target = send.target
+        try:
+            infos = await self.loop.getaddrinfo(target.host, target.port, proto=0)
+        except OSError as exc:
+            log.info("cannot resolve %s: %s", target.host, exc)
+            self.transport_failure(target)
+            return
+        host = str(infos[0][4][0])
+        self.send(Send(send.data, Target(target.transport, host, target.port), send.listener))
+
+
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed (DESIGN.md section 4), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+    return int(uvloop.run(coro))
+
+
+def log_udp_error(exc: OSError) -> None:
+    log.debug("UDP error: %s", exc)  # ICMP errors; timeouts tell the core what it needs
+
+
+def receive_backlog(sock: socket.socket) -> float:
+    """How full ``sock``'s receive buffer is (0-1); 0.0 where the system cannot tell."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 9 * 4)
+    except OSError:
+        return 0.0
+    if len(raw) < _MEMINFO.size:
+        return 0.0
+    queued, size = _MEMINFO.unpack_from(raw)
+    return min(1.0, queued / size) if size else 0.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    """An IP address, not a name to resolve (decided once per host: every datagram asks)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,210 @@
+"""What the proxy core's helpers may use, and nothing more (DESIGN.md section 2).
+
+``Forwarding``, ``Prober``, ``FrontEnd`` and ``Keepalive`` get a ``Context``, never the ``Proxy``:
+the listeners and how to pick one, the branch maker, the timers and their heap, the client
+transaction table, and the two ways out: ``send`` (an action for the shell) and ``emit`` (an event
+for logs and metrics). The core owns the context and the tables in it; a transaction reports its
+end and the context records it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+from siplb.dispatch import Dispatcher, StateChanged
+from siplb.settings import ProxySettings
+from siplb.sip import Edit, ParseError, Request, Response, Via
+
+from .actions import Event, MessageDropped, RequestRejected, Send, Target
+from .admission import BanLifted, SourceBanned
+from .branch import BranchMaker
+from .build import local_tag, response_bytes
+from .listeners import DEFAULT_PORTS, Listener
+from .timers import TimerHeap, Timers
+from .transaction import ClientTransaction, ClientUser, ServerTransaction
+
+CoreEvent = Event | StateChanged | SourceBanned | BanLifted
+
+
+class ListenerRouting(Protocol):
+    """A multi-homed host's choice of listener by the route to a target (``multihome.py``)."""
+
+    def listener_for(self, target: Target) -> int | None: ...
+
+
+class Context:
+    """The proxy core's shared pieces, as its helpers see them."""
+
+    __slots__ = (
+        "_by_transport",
+        "branches",
+        "clients",
+        "dispatcher",
+        "events",
+        "heap",
+        "listeners",
+        "out",
+        "routing",
+        "settings",
+        "stats",
+        "timers",
+    )
+
+    def __init__(
+        self,
+        *,
+        listeners: Sequence[Listener],
+        settings: ProxySettings,
+        dispatcher: Dispatcher,
+        branches: BranchMaker,
+    ) -> None:
+        self.listeners = list(listeners)
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.branches = branches
+        self.timers = Timers(settings.t1, settings.t2, settings.t4)
+        self.heap = TimerHeap()
+        self.out: list[Send] = []
+        self.events: list[CoreEvent] = []
+        self.stats: Counter[str] = Counter()
+        self.clients: dict[tuple[str, str], ClientTransaction] = {}
+        self.routing: ListenerRouting | None = None  # multi-homed hosts
+        self._by_transport: dict[tuple[str, int], int] = {}
+        for listener in reversed(self.listeners):
+            self._by_transport[(listener.transport, listener.family)] = listener.index
+
+    # ---- the ways out ------------------------------------------------------------------------
+    def send(self, data: bytes, target: Target, listener: int) -> None:
+        self.out.append(Send(data, target, listener))
+
+    def emit(self, event: CoreEvent) -> None:
+        self.events.append(event)
+
+    def drop(self, reason: str, source: Target, label: str | None = None) -> None:
+        self.stats["dropped"] += 1
+        if label is not None:
+            self.stats[f"refused:{label}"] += 1
+        self.events.append(MessageDropped(reason, source))
+
+    def retry_after(self) -> list[tuple[bytes, bytes]]:
+        """The Retry-After header of our own 503s."""
+        return [(b"Retry-After", str(self.settings.retry_after).encode("ascii"))]
+
+    # ---- listeners -------------------------------------------------------------------------------
+    def listener_for(self, target: Target, prefer: int | None) -> int:
+        """The listener to send to ``target`` from: ``prefer`` if it fits, else one that does."""
+        family = 6 if ":" in target.host else 4
+        if self.routing is not None and not target.flow:  # a phone's flow keeps its listener
+            routed = self.routing.listener_for(target)
+            if routed is not None:
+                return routed
+        if prefer is not None:
+            chosen = self.listeners[prefer]
+            if chosen.transport == target.transport and chosen.family == family:
+                return prefer
+        index = self._by_transport.get((target.transport, family))
+        if index is None:
+            index = self._by_transport.get(("udp", family), 0)
+        return index
+
+    def via(self, listener: int, branch: str) -> bytes:
+        """Our Via header value for a request sent from ``listener``."""
+        return self.listeners[listener].via_prefix + b";branch=" + branch.encode("ascii")
+
+    def add_record_route(self, edit: Edit[Request], incoming: int, outgoing: int) -> None:
+        """16.6 step 4; two entries when the request changes listener (transport or address)."""
+        if incoming != outgoing:
+            edit.add_first(b"Record-Route", self.listeners[incoming].record_route)
+        edit.add_first(b"Record-Route", self.listeners[outgoing].record_route)
+
+    # ---- client transactions (the table is the core's: made and ended here) -------------------
+    def new_client(
+        self,
+        branch: str,
+        request: Request,
+        target: Target,
+        listener: int,
+        user: ClientUser,
+        now: float,
+    ) -> ClientTransaction:
+        txn = ClientTransaction(
+            branch,
+            request,
+            target,
+            listener,
+            user,
+            self.heap,
+            self.out,
+            self.timers,
+            self,
+            failover_timeout=self.settings.failover_timeout,
+            timer_c=self.settings.setup_timeout,
+            now=now,
+        )
+        self.clients[txn.key] = txn
+        return txn
+
+    def client_terminated(self, txn: ClientTransaction) -> None:
+        if self.clients.get(txn.key) is txn:
+            del self.clients[txn.key]
+
+    # ---- answers upstream ----------------------------------------------------------------------
+    def respond(
+        self,
+        server: ServerTransaction,
+        status: int,
+        now: float,
+        *,
+        extra: list[tuple[bytes, bytes]] | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """Answer a request ourselves."""
+        request = server.request
+        if request is None:  # answered already: nothing more goes out (17.2.1, 17.2.2)
+            return
+        data = response_bytes(request, status, to_tag=local_tag(server.key), extra=extra)
+        if status >= 300:
+            self.stats[f"local:{status}"] += 1
+            self.events.append(RequestRejected(status, cause or "", request.method, server.source))
+        server.respond(status, data, now)
+
+    def forward_response(self, server: ServerTransaction, response: Response, now: float) -> None:
+        """Send a downstream response upstream through its server transaction (16.7 step 9)."""
+        if 200 <= response.status < 300 and server.last_status >= 300:
+            # a 2xx after we answered non-2xx (Timer C, CANCEL races) still goes up (16.7 step 9)
+            self.forward_stateless_response(response, server.source)
+            return
+        upstream = response.without_top_value(b"via")
+        if not upstream.has(b"via"):
+            # A UAS that built its response from the wrong request (a 487 copying the CANCEL's
+            # single Via) broke RFC 3261 8.2.6.2; the transaction still knows the way back.
+            request = server.request
+            if request is None:  # answered already: the transaction kept no request
+                self.drop("response with no Via for the way back", server.source)
+                return
+            self.stats["responses_via_restored"] += 1
+            edit = Edit(upstream)
+            for value in reversed(request.get_all(b"via")):
+                edit.add_first(b"Via", value)
+            upstream = edit.apply()
+        server.respond(response.status, upstream.to_bytes(), now)
+
+    def forward_stateless_response(self, response: Response, source: Target) -> None:
+        upstream = response.without_top_value(b"via")
+        try:
+            via = upstream.top_via()
+        except ParseError:
+            self.drop("response with no Via for the way back", source)
+            return
+        target = via_target(via)
+        self.send(upstream.to_bytes(), target, self.listener_for(target, None))
+
+
+def via_target(via: Via) -> Target:
+    """Where a response goes by its Via (18.2.2, RFC 3581 4)."""
+    transport = via.transport.lower()
+    host = via.received or via.host
+    port = via.rport or via.port or DEFAULT_PORTS.get(transport, 5060)
+    return Target(transport if transport in DEFAULT_PORTS else "udp", host, port)
