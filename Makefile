@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables
+APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel
 
 .PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean
 
@@ -24,7 +24,8 @@ venv: $(STAMP)
 # SIPp and Kamailio are the real peers of the end-to-end tests, Chromium the browser the
 # dashboard tests drive through Playwright (Debian packages; Playwright downloads no browser);
 # openssl makes the TLS tests' certificates, iproute2 and iptables build the NAT test's
-# network namespaces, nftables holds bans in the kernel (tested in a namespace).
+# network namespaces, nftables holds bans in the kernel (tested in a namespace); redis-server and
+# redis-sentinel are the cluster's shared store and its failover (started on loopback ports).
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
@@ -34,6 +35,8 @@ system-deps:
 	command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing="$$missing nftables"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null 2>&1 || missing="$$missing redis-sentinel"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

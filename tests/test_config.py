@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from siplb.config import (
     DEFAULT_CONFIG_TOML,
     AdminSettings,
+    ClusterSettings,
     Config,
     ConfigError,
     HostPort,
@@ -27,6 +28,7 @@ from siplb.config import (
     RouteRule,
     TcpSettings,
     TlsFiles,
+    config_hash,
     load_config,
     parse_config,
 )
@@ -657,7 +659,7 @@ def test_problem(text: str, expected: list[tuple[str, str]]) -> None:
 # --- unknown keys at every level --------------------------------------------------------------
 
 UNKNOWN_KEY_CASES = [
-    ("top level", "colour = 1\n" + MINIMAL, "colour", ""),
+    ("top level", "volume = 1\n" + MINIMAL, "volume", ""),
     ("top level close", "default_sets = 'pbx'\n" + MINIMAL, "default_sets", "default_set"),
     ("top level table", MINIMAL + "[server]\nport = 1\n", "server", ""),
     ("listen", LISTEN + "adress = 'x'\n" + SET, "listen[0].adress", "address"),
@@ -922,6 +924,7 @@ _KEYS = sorted(
     | {"protection", "acl", "trusted", "blocklist", "passive_methods", "rate", "scanners"}
     | {"nftables", "action", "hosts", "user_agents", "extra_user_agents", "from_patterns"}
     | {"ban_time", "max_ban_time", "set4", "set6", "malformed", "max_transactions"}
+    | {"cluster", "redis", "sentinels", "service", "peer", "secret", "heartbeat", "lease_ttl"}
 )
 _SCALARS = (
     st.booleans()
@@ -1697,3 +1700,254 @@ def test_hardened_example_loads(tmp_path: Path) -> None:
     assert protection.scanners.action == "drop"
     assert protection.rate.enabled
     assert not protection.nftables.enabled
+
+
+# --- [cluster] -----------------------------------------------------------------------------------
+
+SECRET = "k" * 32
+CLUSTER = (
+    MINIMAL
+    + '[cluster]\nnode_id = "a1"\nredis = "redis://127.0.0.1:6379/0"\npeer = "127.0.0.1:7000"\n'
+    + f'secret = "{SECRET}"\n'
+)
+SENTINEL_CLUSTER = (
+    MINIMAL
+    + '[cluster]\nnode_id = "a1"\npeer = "[::1]:7000"\nname = "prod"\n'
+    + 'sentinels = ["127.0.0.1:26379", "sentinel.example.net:26380"]\nservice = "siplb"\n'
+    + f'secret = "{SECRET}"\nheartbeat = 0.1\ndead_after = 0.5\nlease_ttl = 2\n'
+)
+CLUSTER_BASE = MINIMAL + f'[cluster]\npeer = "127.0.0.1:7000"\nsecret = "{SECRET}"\n'
+URL = 'redis = "redis://127.0.0.1"\n'
+
+
+def test_no_cluster_table_means_alone() -> None:
+    config = parse_config(MINIMAL + '[proxy]\nnode_id = "b7"\n')
+    assert config.cluster is None
+    assert config.node_id == config.proxy.node_id == "b7"
+
+
+def test_cluster_with_a_redis_url() -> None:
+    config = parse_config(CLUSTER)
+    assert config.cluster == ClusterSettings(
+        node_id="a1",
+        peer=("127.0.0.1", 7000),
+        secret=SECRET.encode(),
+        redis="redis://127.0.0.1:6379/0",
+    )
+    assert config.cluster.prefix == "siplb:siplb:"
+    assert (config.cluster.heartbeat, config.cluster.dead_after, config.cluster.lease_ttl) == (
+        0.2,
+        0.7,
+        3.0,
+    )
+    assert config.node_id == config.proxy.node_id == "a1"  # one node id, wherever it is read
+    assert SECRET not in repr(config)
+
+
+def test_cluster_with_sentinels() -> None:
+    cluster = parse_config(SENTINEL_CLUSTER).cluster
+    assert cluster is not None
+    assert cluster.redis is None
+    assert cluster.sentinels == (
+        HostPort("127.0.0.1", 26379),
+        HostPort("sentinel.example.net", 26380),
+    )
+    assert (cluster.service, cluster.name, cluster.prefix) == ("siplb", "prod", "siplb:prod:")
+    assert cluster.peer == ("::1", 7000)
+    assert (cluster.heartbeat, cluster.dead_after, cluster.lease_ttl) == (0.1, 0.5, 2.0)
+
+
+NODE_ID_CASES = [
+    ("[proxy] only", CLUSTER_BASE + URL + '[proxy]\nnode_id = "p9"\n', "p9"),
+    ("[cluster] only", CLUSTER_BASE + URL + 'node_id = "c3"\n', "c3"),
+    ("both, the same", CLUSTER_BASE + URL + 'node_id = "c3"\n[proxy]\nnode_id = "c3"\n', "c3"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "node_id"), [case[1:] for case in NODE_ID_CASES], ids=[c[0] for c in NODE_ID_CASES]
+)
+def test_one_node_id(text: str, node_id: str) -> None:
+    config = parse_config(text)
+    assert config.cluster is not None
+    assert config.node_id == config.cluster.node_id == config.proxy.node_id == node_id
+
+
+def test_cluster_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "cluster.key").write_text(SECRET + "\n")
+    text = CLUSTER.replace(f'secret = "{SECRET}"', 'secret_file = "cluster.key"')
+    cluster = parse_config(text, base_dir=tmp_path).cluster
+    assert cluster is not None
+    assert (cluster.secret, cluster.secret_file) == (SECRET.encode(), tmp_path / "cluster.key")
+
+
+def test_cluster_secret_file_problems(tmp_path: Path) -> None:
+    (tmp_path / "short.key").write_text("short\n")
+    (tmp_path / "binary.key").write_bytes(b"\xff" * 40)
+    for name, message in [
+        ("short.key", "too short: at least 32 characters (got 5)"),
+        ("binary.key", "is not UTF-8 text"),
+        ("missing.key", "no such file"),
+    ]:
+        text = CLUSTER.replace(f'secret = "{SECRET}"', f'secret_file = "{name}"')
+        assert_problems(problems_of(text, base_dir=tmp_path), [("cluster.secret_file", message)])
+
+
+CLUSTER_PROBLEM_CASES = [
+    ("no redis", CLUSTER_BASE + 'node_id = "a1"\n', [("cluster.redis", "required")]),
+    (
+        "redis and sentinels",
+        CLUSTER + 'sentinels = ["127.0.0.1:26379"]\nservice = "s"\n',
+        [("cluster.sentinels", "not both"), ("cluster.service", "not both")],
+    ),
+    (
+        "sentinels without service",
+        CLUSTER_BASE + 'node_id = "a1"\nsentinels = ["127.0.0.1:26379"]\n',
+        [("cluster.service", "required with sentinels")],
+    ),
+    (
+        "service without sentinels",
+        CLUSTER_BASE + 'node_id = "a1"\nservice = "s"\n',
+        [("cluster.sentinels", "required with service")],
+    ),
+    (
+        "no sentinel",
+        CLUSTER_BASE + 'node_id = "a1"\nsentinels = []\nservice = "s"\n',
+        [("cluster.sentinels", "at least one")],
+    ),
+    (
+        "sentinel without port",
+        CLUSTER_BASE + 'node_id = "a1"\nsentinels = ["127.0.0.1"]\nservice = "s"\n',
+        [("cluster.sentinels[0]", "missing port")],
+    ),
+    (
+        "bad service name",
+        CLUSTER_BASE + 'node_id = "a1"\nsentinels = ["127.0.0.1:1"]\nservice = "a b"\n',
+        [("cluster.service", "not a valid Sentinel service name")],
+    ),
+    (
+        "not a redis url",
+        CLUSTER_BASE + 'node_id = "a1"\nredis = "http://x"\n',
+        [("cluster.redis", "redis://")],
+    ),
+    (
+        "redis url without host",
+        CLUSTER_BASE + 'node_id = "a1"\nredis = "redis://"\n',
+        [("cluster.redis", "missing host")],
+    ),
+    (
+        "redis url bad port",
+        CLUSTER_BASE + 'node_id = "a1"\nredis = "redis://h:x"\n',
+        [("cluster.redis", "invalid port")],
+    ),
+    (
+        "redis url bad db",
+        CLUSTER_BASE + 'node_id = "a1"\nredis = "redis://h/x"\n',
+        [("cluster.redis", "database number")],
+    ),
+    (
+        "no peer",
+        MINIMAL + f'[cluster]\nnode_id = "a1"\n{URL}secret = "{SECRET}"\n',
+        [("cluster.peer", "required key is missing")],
+    ),
+    ("peer port 0", CLUSTER.replace("7000", "0"), [("cluster.peer", "port 0")]),
+    ("peer without port", CLUSTER.replace(":7000", ""), [("cluster.peer", "missing port")]),
+    (
+        "peer a DNS name",
+        CLUSTER.replace("127.0.0.1:7000", "node1:7000"),
+        [("cluster.peer", "DNS name")],
+    ),
+    (
+        "short secret",
+        CLUSTER.replace(SECRET, "x" * 31),
+        [("cluster.secret", "at least 32 characters (got 31)")],
+    ),
+    (
+        "no secret",
+        CLUSTER.replace(f'secret = "{SECRET}"\n', ""),
+        [("cluster.secret", "required: secret or secret_file")],
+    ),
+    (
+        "secret and secret_file",
+        CLUSTER + 'secret_file = "x"\n',
+        [("cluster.secret_file", "not both")],
+    ),
+    (
+        "no node id",
+        CLUSTER_BASE + URL,
+        [("cluster.node_id", "each node of a cluster needs its own id")],
+    ),
+    (
+        "two different node ids",
+        CLUSTER + '[proxy]\nnode_id = "b2"\n',
+        [("cluster.node_id", "differs from [proxy] node_id ('b2')")],
+    ),
+    ("bad node id", CLUSTER.replace('"a1"', '"A_1"'), [("cluster.node_id", "a-z 0-9")]),
+    (
+        "bad [proxy] node id with a cluster",
+        CLUSTER_BASE + URL + '[proxy]\nnode_id = "A_1"\n',
+        [("proxy.node_id", "a-z 0-9")],
+    ),
+    (
+        "bad cluster name",
+        CLUSTER + 'name = "a:b"\n',
+        [("cluster.name", "not a valid cluster name")],
+    ),
+    (
+        "dead_after not above heartbeat",
+        CLUSTER + "heartbeat = 0.5\ndead_after = 0.5\n",
+        [("cluster.dead_after", "more than heartbeat (0.5)")],
+    ),
+    (
+        "lease_ttl below dead_after",
+        CLUSTER + "lease_ttl = 0.5\n",
+        [("cluster.lease_ttl", "at least dead_after (0.7, its default)")],
+    ),
+    ("heartbeat zero", CLUSTER + "heartbeat = 0\n", [("cluster.heartbeat", "greater than 0")]),
+    ("not a table", 'cluster = "yes"\n' + MINIMAL, [("cluster", "expected a table")]),
+    (
+        "every problem at once",
+        MINIMAL + '[cluster]\nredis = "x"\npeer = "1.2.3.4:0"\nsecret = "short"\nheartbeat = -1\n',
+        [
+            ("cluster.redis", "redis://"),
+            ("cluster.peer", "port 0"),
+            ("cluster.secret", "too short"),
+            ("cluster.heartbeat", "greater than 0"),
+            ("cluster.node_id", "needs its own id"),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [case[1:] for case in CLUSTER_PROBLEM_CASES],
+    ids=[case[0] for case in CLUSTER_PROBLEM_CASES],
+)
+def test_cluster_problem(text: str, expected: list[tuple[str, str]]) -> None:
+    assert_problems(problems_of(text), expected)
+
+
+def test_cluster_unknown_key() -> None:
+    assert problems_of(CLUSTER + "secrets = 1\n") == [
+        ("cluster.secrets", "unknown key: did you mean 'secret'?")
+    ]
+
+
+def test_config_hash_is_the_same_for_the_same_shared_settings() -> None:
+    one = parse_config(CLUSTER)
+    # another node: its own id, peer, listener, secret spelling, comments and key order
+    two = parse_config(
+        LISTEN.replace("5060", "5062")
+        + "# the same set\n"
+        + SET
+        + f'[cluster]\npeer = "127.0.0.2:7000"\nsecret = "{"z" * 40}"\n'
+        + 'redis = "redis://127.0.0.1:6379/0"\n[proxy]\nnode_id = "b2"\n'
+        + '[log]\nlevel = "debug"\n'
+    )
+    changed = parse_config(CLUSTER + "heartbeat = 0.3\n")
+    assert one.config_hash == two.config_hash
+    assert one.config_hash != changed.config_hash
+    assert re.fullmatch(r"[0-9a-f]{16}", one.config_hash)
+    assert config_hash({"sets": [{"name": "a"}]}) == config_hash({"sets": [{"name": "a"}]})
+    assert parse_config(MINIMAL).config_hash != one.config_hash

@@ -270,6 +270,32 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """``[cluster]``: this node as a member of a cluster sharing state through Redis.
+
+    Exactly one of ``redis`` (a URL) and ``sentinels`` (with ``service``) is set. ``secret``
+    authenticates node-to-node messages; it was read from ``secret_file`` when the file names
+    one, and is never shown (``repr``)."""
+
+    node_id: str  # [a-z0-9]{1,16}, carried in Via branches (the same as ProxySettings.node_id)
+    peer: tuple[str, int]  # this node's unicast address for node-to-node messages
+    secret: bytes = field(repr=False)
+    name: str = "siplb"  # the cluster's name: its Redis keys start with "siplb:<name>:"
+    redis: str | None = None  # redis:// or rediss:// URL
+    sentinels: tuple[HostPort, ...] = ()  # Sentinel addresses, each with its port
+    service: str | None = None  # the Sentinel service (master) name
+    secret_file: Path | None = None
+    heartbeat: float = 0.2  # seconds between a member's heartbeats (and its reads)
+    dead_after: float = 0.7  # a member not heard for this long is gone
+    lease_ttl: float = 3.0  # a capacity lease (and published counts) live this long unrefreshed
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every Redis key of this cluster."""
+        return f"siplb:{self.name}:"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole validated config file."""
 
@@ -286,8 +312,16 @@ class Config:
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     tls: TlsClientSettings = field(default_factory=TlsClientSettings)
     protection: ProtectionSettings = field(default_factory=ProtectionSettings)
+    cluster: ClusterSettings | None = None  # None: no [cluster] table, siplb runs alone
     source: str = "<string>"  # the file's path, or what the caller named the text
     digest: str = ""  # sha256 hex of the file's bytes
+    config_hash: str = ""  # what nodes compare to show config skew (siplb.config.hashing)
+
+    @property
+    def node_id(self) -> str:
+        """This node's id, carried in Via branches: ``[cluster] node_id`` or ``[proxy] node_id``
+        (the config checked that they agree; ``proxy.node_id`` holds the same value)."""
+        return self.proxy.node_id if self.cluster is None else self.cluster.node_id
 
     def set_named(self, name: str) -> SetSpec:
         """The set called ``name``; raises KeyError if there is none."""

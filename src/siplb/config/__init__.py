@@ -4,12 +4,14 @@
 ``ConfigError`` whose ``problems`` list every problem with the path of its key. Pydantic models
 (``schema``) check the file at the edge; what the rest of siplb sees are the frozen dataclasses
 of ``settings`` and ``siplb.dispatch.spec``. Files the config names are found relative to its
-folder when it is loaded; the ``[protection]`` blocklist is read then too (``protection.py``).
+folder when it is loaded; the ``[protection]`` blocklist and the ``[cluster]`` secret file are
+read then too. ``Config.config_hash`` is what cluster nodes compare to show config skew.
 """
 
 from siplb.settings import (
     AclRule,
     AdminSettings,
+    ClusterSettings,
     Config,
     HostPort,
     LimitsSettings,
@@ -27,12 +29,14 @@ from siplb.settings import (
 
 from .default import DEFAULT_CONFIG_TOML
 from .errors import ConfigError, Problem
+from .hashing import config_hash
 from .loader import load_config, parse_config
 
 __all__ = [
     "DEFAULT_CONFIG_TOML",
     "AclRule",
     "AdminSettings",
+    "ClusterSettings",
     "Config",
     "ConfigError",
     "HostPort",
@@ -48,6 +52,7 @@ __all__ = [
     "ScannerSettings",
     "TcpSettings",
     "TlsFiles",
+    "config_hash",
     "load_config",
     "parse_config",
 ]

@@ -7,6 +7,7 @@ is itself broken is skipped rather than reported twice.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -30,8 +31,10 @@ from siplb.settings import (
     TlsFiles,
 )
 
+from .cluster import build_cluster
 from .errors import ConfigError
 from .files import find_file
+from .hashing import config_hash
 from .problems import Loc, Problems
 from .protection import build_protection
 from .schema import (
@@ -59,7 +62,7 @@ _SOCKET_KIND = {"udp": "udp", "tcp": "tcp", "tls": "tcp"}  # tcp and tls cannot 
 def build_config(raw: dict[str, Any], *, source: str, digest: str, base_dir: Path | None) -> Config:
     """The validated config, or ConfigError listing every problem found."""
     builder = _Builder(base_dir)
-    config = builder.build(raw, source=source, digest=digest)
+    config = builder.build(raw, source=source, digest=digest, config_hash=config_hash(raw))
     if builder.problems.items:
         raise ConfigError(builder.problems.items, source=source)
     return config
@@ -71,13 +74,13 @@ class _Builder:
         self.problems = Problems()
         self.broken: set[str] = set()  # top-level keys whose shape is wrong
 
-    def build(self, raw: dict[str, Any], *, source: str, digest: str) -> Config:
+    def build(self, raw: dict[str, Any], *, source: str, digest: str, config_hash: str) -> Config:
         doc = self._document(raw)
         set_names = [table.get("name") for table in doc.sets]
         listeners = self._listeners(doc.listen)
         sets = self._sets(doc.sets)
         listener_names = None if "listen" in self.broken else _names(doc.listen)
-        return Config(
+        config = Config(
             listeners=listeners,
             sets=sets,
             routes=self._routes(doc.routes, set_names),
@@ -95,7 +98,14 @@ class _Builder:
             ),
             source=source,
             digest=digest,
+            config_hash=config_hash,
         )
+        cluster = build_cluster(doc.cluster, doc.proxy, self.problems, self.base_dir)
+        if cluster is None:
+            return config
+        # One node id: the cluster's, which [proxy] node_id gave when only it was set.
+        proxy = dataclasses.replace(config.proxy, node_id=cluster.node_id)
+        return dataclasses.replace(config, proxy=proxy, cluster=cluster)
 
     def _document(self, raw: dict[str, Any]) -> DocumentModel:
         try:

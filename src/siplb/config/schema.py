@@ -28,6 +28,9 @@ from .values import (
     parse_host_name,
     parse_methods,
     parse_network,
+    parse_peer_address,
+    parse_redis_url,
+    parse_service_address,
 )
 
 T = TypeVar("T")
@@ -48,8 +51,11 @@ def _set_name(value: str) -> str:
     )
 
 
+NODE_ID = r"[a-z0-9]{1,16}"
+
+
 def _node_id(value: str) -> str:
-    return check_token(value, "node_id", r"[a-z0-9]{1,16}", "use 1 to 16 of a-z 0-9")
+    return check_token(value, "node_id", NODE_ID, "use 1 to 16 of a-z 0-9")
 
 
 def _listener_name(value: str) -> str:
@@ -61,6 +67,18 @@ def _listener_name(value: str) -> str:
 def _nft_name(value: str) -> str:
     return check_token(
         value, "nftables name", r"[A-Za-z0-9_]{1,32}", "use 1 to 32 of A-Z a-z 0-9 _"
+    )
+
+
+def _cluster_name(value: str) -> str:
+    return check_token(
+        value, "cluster name", r"[A-Za-z0-9_.-]{1,32}", "use 1 to 32 of A-Z a-z 0-9 _ . -"
+    )
+
+
+def _service(value: str) -> str:
+    return check_token(
+        value, "Sentinel service name", r"[A-Za-z0-9_.-]{1,64}", "use 1 to 64 of A-Z a-z 0-9 _ . -"
     )
 
 
@@ -85,6 +103,11 @@ NftName = Annotated[str, PlainValidator(_string(_nft_name))]
 HostName = Annotated[str, PlainValidator(_string(parse_host_name))]
 NonEmpty = Annotated[str, PlainValidator(_string(_nonempty))]
 NodeId = Annotated[str, PlainValidator(_string(_node_id))]
+ClusterName = Annotated[str, PlainValidator(_string(_cluster_name))]
+ServiceName = Annotated[str, PlainValidator(_string(_service))]
+RedisUrl = Annotated[str, PlainValidator(_string(parse_redis_url))]
+ServiceAddress = Annotated[HostPort, PlainValidator(_string(parse_service_address))]
+PeerAddress = Annotated[tuple[str, int], PlainValidator(_string(parse_peer_address))]
 DeadCodes = Annotated[frozenset[int], PlainValidator(lambda value: parse_codes(value, 200, 699))]
 FailoverCodes = Annotated[
     frozenset[int], PlainValidator(lambda value: parse_codes(value, 300, 699))
@@ -261,6 +284,20 @@ class NftablesModel(Model):
     create: bool = True
 
 
+class ClusterModel(Model):
+    node_id: NodeId | None = None  # None: [proxy] node_id (cluster.py)
+    name: ClusterName = "siplb"
+    redis: RedisUrl | None = None  # this or sentinels + service (cluster.py)
+    sentinels: list[ServiceAddress] | None = None
+    service: ServiceName | None = None
+    peer: PeerAddress | None = None  # required (cluster.py), so a broken one hides no other problem
+    secret: str | None = None  # this or secret_file, at least 32 characters (cluster.py)
+    secret_file: str | None = Field(None, min_length=1)
+    heartbeat: Seconds = 0.2
+    dead_after: Seconds = 0.7  # more than heartbeat (cluster.py)
+    lease_ttl: Seconds = 3.0  # at least dead_after (cluster.py)
+
+
 class DocumentModel(Model):
     """The top level. Tables are validated one by one (so a broken table does not hide the
     problems of the others, nor the checks across tables): here they are only shapes."""
@@ -279,3 +316,4 @@ class DocumentModel(Model):
     tls: dict[str, Any] = {}
     protection: dict[str, Any] = {}
     acl: list[dict[str, Any]] = []
+    cluster: dict[str, Any] | None = None  # None: no [cluster] table, siplb runs alone

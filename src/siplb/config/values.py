@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +104,42 @@ def parse_advertise(text: str) -> HostPort:
     if port == 0:
         raise ValueError(f"port 0 cannot be advertised (in {text!r})")
     return HostPort(host, port)
+
+
+def parse_peer_address(text: str) -> tuple[str, int]:
+    """``ip:port`` or ``[ipv6]:port`` that other nodes send to: a bind address, not port 0."""
+    host, port = parse_bind_address(text)
+    if port == 0:
+        raise ValueError(f"port 0 cannot be reached by other nodes (in {text!r})")
+    return host, port
+
+
+def parse_service_address(text: str) -> HostPort:
+    """``host:port`` of a service (a Redis Sentinel): an IP literal or a DNS name, a port."""
+    host, bracketed, port = _split_host_port(text, "[2001:db8::1]:26379")
+    if bracketed or not _HOSTNAME.fullmatch(host):
+        host = _ip_literal(host, bracketed)
+    if port is None or port == 0:
+        raise ValueError(f"missing port in {text!r}: write it like 'host:26379'")
+    return HostPort(host, port)
+
+
+def parse_redis_url(text: str) -> str:
+    """A ``redis://`` or ``rediss://`` URL with a host (``redis://[user:password@]host[:port][/db]``)."""
+    url = urllib.parse.urlsplit(text)
+    if url.scheme not in ("redis", "rediss"):
+        raise ValueError(f"{text!r} is not a Redis URL: it must start with redis:// or rediss://")
+    try:
+        port = url.port
+    except ValueError:
+        raise ValueError(f"invalid port in {text!r}") from None
+    if not url.hostname:
+        raise ValueError(f"missing host in {text!r}")
+    if port == 0:
+        raise ValueError(f"port 0 is not a Redis port ({text!r})")
+    if url.path not in ("", "/") and not url.path[1:].isdigit():
+        raise ValueError(f"the path of {text!r} must be a database number, like /0")
+    return text
 
 
 def parse_host_name(text: str) -> str:
