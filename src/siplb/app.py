@@ -17,10 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from siplb.admin.journal import Recorder
 from siplb.admin.reloads import ReloadOutcome, diff_sets, restart_warnings
+from siplb.admin.view import (
+    ChannelCounts,
+    ClusterDestination,
+    ClusterReading,
+    MemberReading,
+    RedisReading,
+    destinations,
+)
 from siplb.admin.view import DestinationView as DestinationView  # siplb.demo reads it here
-from siplb.admin.view import ClusterReading, destinations
+from siplb.admin.views import display_state
+from siplb.cluster import Ownership
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
+from siplb.io.cluster import ClusterLink
 from siplb.io.driver import Driver
 from siplb.io.nft import NftBans
 from siplb.io.tls import client_context, server_context
@@ -30,6 +40,7 @@ from siplb.proxy.actions import (
     FailedOver,
     MessageDropped,
     OverloadChanged,
+    PassiveObserved,
     PhoneReachable,
     PhoneUnreachable,
     RegistrarLacksPath,
@@ -93,6 +104,7 @@ class Balancer:
         self.probing = True  # OPTIONS probes (one worker of several probes for all)
         self.pushes_bans = True  # into the kernel's nftables sets (one process of several)
         self.nft: NftBans | None = None
+        self.link: ClusterLink | None = None  # [cluster]: this member's link to the others
 
     # ---- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +143,11 @@ class Balancer:
         self.proxy.routing = SourceRouting(self.listeners, lookup)
         self._view = ProxyView(self.proxy, self.driver.pool)
         self.driver.run(self.proxy)
+        if config.cluster is not None:
+            self.link = ClusterLink(
+                config.cluster, self, worker=self.worker, config_hash=config.config_hash
+            )
+            await self.link.start()
         if self.with_admin and self.config.admin.enabled:
             await self._start_admin()
         if self.pushes_bans and config.protection.nftables.enabled:
@@ -183,6 +200,9 @@ class Balancer:
                 await asyncio.sleep(0.05)
             if proxy.busy:
                 log.warning("stopping with %d transactions still open", proxy.busy)
+        if self.link is not None:
+            await self.link.stop(leave=True)  # the others take its share now, not in dead_after
+            self.link = None
         self._close()
         if self.admin is not None:
             await self.admin.stop()
@@ -275,11 +295,11 @@ class Balancer:
         proxy = self.proxy
         assert proxy is not None
         self.find_destination(set_name, uri)
-        event = proxy.dispatcher.health.set_admin(uri, admin, self.loop.time(), cause)
-        if event is not None:
-            self._on_event(event)
+        proxy.set_admin(uri, admin, self.loop.time(), cause)
         log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
         self.driver.flush()
+        if self.link is not None:  # and on every other member
+            self.link.admin(set_name, uri, ADMIN_VERB[AdminState(admin)])
 
     def ban(self, host: str, seconds: float, reason: str) -> bool:
         """Drop ``host``'s requests for ``seconds`` (in every worker, and in the kernel's set when
@@ -303,7 +323,12 @@ class Balancer:
         return lifted
 
     def set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
-        """Change a destination's weight in one set until the next reload."""
+        """Change a destination's weight in one set until the next reload (on every member)."""
+        self._set_weight(set_name, uri, weight, cause)
+        if self.link is not None:
+            self.link.admin(set_name, uri, "weight", weight)
+
+    def _set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
         proxy = self.proxy
         assert proxy is not None
         old = self.find_destination(set_name, uri).weight
@@ -329,9 +354,125 @@ class Balancer:
         if self.admin is not None:
             self.admin.config_changed()
 
+    # ---- the cluster link's host (``siplb.io.cluster.ClusterHost``) ---------------------------
+    def cluster_calls(self) -> dict[str, int]:
+        assert self.proxy is not None
+        return self.proxy.dispatcher.local_calls()
+
+    def cluster_caps(self) -> dict[str, int]:
+        assert self.proxy is not None
+        caps: dict[str, int] = {}
+        for spec in self.proxy.dispatcher.sets():
+            for dest in spec.destinations:
+                if dest.max_calls is not None:
+                    caps[dest.uri] = min(dest.max_calls, caps.get(dest.uri, dest.max_calls))
+        return caps
+
+    def cluster_health(self) -> dict[str, tuple[str, str]]:
+        assert self.proxy is not None
+        health = self.proxy.dispatcher.health
+        out = {}
+        for uri in health:
+            snap = health.snapshot(uri)
+            out[uri] = (str(snap.probe_state), snap.cause)
+        return out
+
+    def cluster_members(self, ownership: Ownership) -> None:
+        assert self.proxy is not None
+        # the listeners are this node's own addresses: the datagrams they get are this node's
+        self.proxy.members_changed(ownership, datagrams=False)
+        self.driver.flush()
+
+    def cluster_told(self, remote: dict[str, int], limits: dict[str, int]) -> None:
+        assert self.proxy is not None
+        dispatcher = self.proxy.dispatcher
+        dispatcher.told_calls(remote)
+        dispatcher.told_limits(limits)
+
+    def cluster_follow(self, uri: str, state: str, cause: str) -> None:
+        assert self.proxy is not None
+        try:
+            self.proxy.follow_probe(uri, State(state), self.loop.time(), cause)
+        except ValueError:
+            return  # a state this version does not know
+        self.driver.flush()
+
+    def cluster_admin(self, set_name: str, uri: str, verb: str, value: float | None) -> None:
+        assert self.proxy is not None
+        cause = "operator, on another node"
+        try:
+            self.find_destination(set_name, uri)
+        except KeyError:
+            return  # a set or destination this node's config does not have
+        if verb == "weight":
+            if value is not None and value >= 1:
+                self._set_weight(set_name, uri, int(value), cause)
+            return
+        admin = VERB_ADMIN.get(verb)
+        if admin is not None:
+            self.proxy.set_admin(uri, admin, self.loop.time(), cause)
+            log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
+            self.driver.flush()
+
+    def cluster_datagram(self, listener: int, source: tuple[str, int], data: bytes) -> None:
+        if self.proxy is not None and 0 <= listener < len(self.listeners):
+            self.driver.datagram(listener, data, source)
+
+    def cluster_passive(self, uri: str, ok: bool, cause: str) -> None:
+        if self.proxy is not None:
+            self.proxy.passive(uri, ok, cause, self.loop.time())
+            self.driver.flush()
+
     def cluster(self) -> ClusterReading | None:
         """What ``/api/cluster`` shows; None without ``[cluster]``."""
-        return None
+        link, proxy = self.link, self.proxy
+        if link is None or proxy is None:
+            return None
+        now = self.loop.time()
+        redis = link.redis
+        calls = self.cluster_calls()
+        remote = link.view.remote_calls()
+        limits = link.limits()
+        health = proxy.dispatcher
+        return ClusterReading(
+            me=link.me.tag,
+            node=link.me.node,
+            config_hash=link.config_hash,
+            redis=RedisReading(
+                redis.up,
+                redis.where,
+                redis.errors,
+                redis.reconnects,
+                redis.last_error,
+                None if link.last_ok is None else now - link.last_ok,
+            ),
+            members=tuple(
+                MemberReading(
+                    v.member.tag,
+                    v.member.node,
+                    v.member.worker,
+                    v.alive,
+                    v.last_seen,
+                    v.peer,
+                    calls=sum(calls.values()) if v.member == link.me else v.calls,
+                    config_hash=v.config_hash,
+                    started=v.started,
+                )
+                for v in link.members(now)
+            ),
+            destinations=tuple(
+                ClusterDestination(
+                    uri,
+                    link.view.health_owner(uri).tag,
+                    display_state(health.snapshot(uri)),
+                    calls.get(uri, 0),
+                    remote.get(uri, 0),
+                    limits.get(uri),
+                )
+                for uri in health.health
+            ),
+            channel=ChannelCounts.of(link.stats),
+        )
 
     def worker_counters(self) -> list[dict[str, Any]]:
         """Each worker process's counters (``workers = N``); empty for a single process."""
@@ -360,6 +501,8 @@ class Balancer:
         self.recorder.observe(event, self.wall_offset)
         if isinstance(event, SourceBanned | BanLifted):
             self._ban_changed(event)
+        elif isinstance(event, PassiveObserved) and self.link is not None:
+            self.link.passive(event.uri, event.ok, event.cause)
 
     def _protection(self, config: Config) -> ProtectionSettings:
         """The admission stage's settings for this process."""
@@ -375,6 +518,13 @@ class Balancer:
         else:
             nft.unban(event.host)
 
+
+ADMIN_VERB = {
+    AdminState.DRAINING: "drain",
+    AdminState.DISABLED: "disable",
+    AdminState.ENABLED: "enable",
+}
+VERB_ADMIN = {verb: admin for admin, verb in ADMIN_VERB.items()}
 
 # How the core's events are logged: (level, message, the event's fields it formats)
 EVENT_LOG: dict[type, tuple[int, str, tuple[str, ...]]] = {

@@ -244,3 +244,39 @@ def test_invalid_sets(sets: list[SetSpec], message: str) -> None:
     # a refused reload changes nothing
     assert disp.sets() == (rr("pbx", 3),)
     assert list(disp.health) == [uri(3)]
+
+
+# ---- told by the cluster: the other members' calls, this member's leases ------------------------
+
+
+def least(*specs: DestinationSpec) -> SetSpec:
+    return SetSpec("pbx", specs, Algorithm.LEAST_CALLS)
+
+
+def test_least_calls_orders_by_local_and_remote_calls() -> None:
+    disp = make(least(dest(1), dest(2)))
+    disp.accounting.setup_started("c1", uri(1), 0.0)  # one call here on 1
+    disp.told_calls({uri(2): 3})  # three calls elsewhere on 2
+    assert picks(disp, "pbx", 1) == {uri(1)}
+    assert disp.snapshot(uri(2)).active_calls == 3
+    disp.told_calls({})  # the other member left: its calls no longer count
+    assert picks(disp, "pbx", 1) == {uri(2)}
+
+
+def test_a_told_limit_caps_the_calls_held_here() -> None:
+    disp = make(least(dest(1, max_calls=10), dest(2)))
+    disp.told_limits({uri(1): 1})
+    disp.accounting.setup_started("c1", uri(1), 0.0)
+    assert picks(disp, "pbx", 4) == {uri(2)}  # 1 is full HERE, though 9 are left in total
+    disp.told_limits({uri(1): 2})
+    disp.told_calls({uri(2): 5})
+    assert picks(disp, "pbx", 1) == {uri(1)}
+
+
+def test_without_a_told_limit_the_cap_counts_every_member() -> None:
+    disp = make(least(dest(1, max_calls=4), dest(2, max_calls=4)))
+    disp.told_calls({uri(1): 4, uri(2): 4})
+    chosen = disp.choose("pbx")
+    assert isinstance(chosen, NoDestination)
+    assert chosen.reason is NoDestinationReason.ALL_FULL
+    assert disp.local_calls() == {}

@@ -40,6 +40,12 @@ def build_cluster(
     _check_redis(model, broken, problems)
     secret, secret_file = _secret(model, broken, problems, base_dir)
     _check_times(model, broken, problems)
+    workers = proxy_table.get("workers", 1)
+    if isinstance(workers, int) and workers > 1:
+        problems.add(
+            ("proxy", "workers"),
+            "a [cluster] node runs one worker process for now: scale with more nodes",
+        )
     if model.peer is None and "peer" not in broken:
         problems.add((*_LOC, "peer"), "required key is missing: this node's address for the others")
     return ClusterSettings(

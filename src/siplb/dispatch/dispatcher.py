@@ -12,7 +12,7 @@ initial state; a removed URI with live calls is set draining and kept until its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from siplb.dispatch.accounting import CallAccounting
@@ -53,8 +53,11 @@ class Dispatcher:
         self._health = HealthTable(health)
         self._accounting = CallAccounting()
         # what least-calls, max_calls and snapshots count: this table's calls, or a total over
-        # several worker processes (``count_calls_with``)
-        self._active: Callable[[str], int] = self._accounting.active
+        # several worker processes (``count_calls_with``), plus the calls other cluster members
+        # hold (``told_calls``); a URI with a told limit is full at that many calls HERE
+        self._count: Callable[[str], int] = self._accounting.active
+        self._remote: dict[str, int] = {}
+        self._limits: dict[str, int] = {}
         self._sets: dict[str, DestinationSet] = {}
         # URIs removed from config that still carry calls, with their admin state before removal
         self._retiring: dict[str, AdminState | None] = {}
@@ -72,11 +75,30 @@ class Dispatcher:
         """Count a destination's calls with ``active`` (e.g. the sum over every worker
         process's table) for least-calls, ``max_calls`` and snapshots. Retiring a removed
         destination still waits for this table's own calls."""
-        self._active = active
-        self._sets = {
-            name: DestinationSet(dset.spec, rng=self._rng, active=active)
-            for name, dset in self._sets.items()
-        }
+        self._count = active
+
+    def told_calls(self, remote: Mapping[str, int]) -> None:
+        """The calls the OTHER cluster members hold on each URI (a whole snapshot): least-calls
+        orders by these plus ours, snapshots show the sum."""
+        self._remote = {uri: n for uri, n in remote.items() if n > 0}
+
+    def told_limits(self, limits: Mapping[str, int]) -> None:
+        """How many calls THIS member may hold on each capped URI (its capacity lease, see
+        ``siplb.cluster.leases``); a URI absent here is full at its ``max_calls`` in total."""
+        self._limits = dict(limits)
+
+    def _active(self, uri: str) -> int:
+        return self._count(uri) + self._remote.get(uri, 0)
+
+    def _full(self, uri: str, max_calls: int) -> bool:
+        limit = self._limits.get(uri)
+        if limit is not None:
+            return self._accounting.active(uri) >= limit
+        return self._active(uri) >= max_calls
+
+    def local_calls(self) -> dict[str, int]:
+        """This member's own live calls per URI (what it publishes to the cluster)."""
+        return {uri: n for uri in self._health if (n := self._accounting.active(uri)) > 0}
 
     def sets(self) -> tuple[SetSpec, ...]:
         return tuple(s.spec for s in self._sets.values())
@@ -114,8 +136,10 @@ class Dispatcher:
         names = [s.name for s in sets]
         if len(set(names)) != len(names):
             raise ValueError("a set name appears twice")
-        active = self._active
-        new_sets = {s.name: DestinationSet(s, rng=self._rng, active=active) for s in sets}
+        new_sets = {
+            s.name: DestinationSet(s, rng=self._rng, active=self._active, full=self._full)
+            for s in sets
+        }
         wanted = dict.fromkeys(d.uri for s in sets for d in s.destinations)
         events: list[StateChanged] = []
         for uri in wanted:

@@ -58,6 +58,7 @@ class DestinationSet:
         *,
         rng: random.Random,
         active: Callable[[str], int],
+        full: Callable[[str, int], bool] | None = None,
     ) -> None:
         uris = [d.uri for d in spec.destinations]
         if len(set(uris)) != len(uris):
@@ -68,7 +69,7 @@ class DestinationSet:
         self._levels = _levels(spec, members)
         self._max_calls = [d.max_calls for d in spec.destinations]
         self._selector: Selector = make_selector(spec.algorithm, rng=rng, active=active)
-        self._active = active
+        self._full = full or (lambda uri, max_calls: active(uri) >= max_calls)
         self._no = {r: NoDestination(spec.name, r) for r in NoDestinationReason}
 
     def choose(
@@ -86,7 +87,7 @@ class DestinationSet:
                     tried_seen = True
                     continue
                 max_calls = self._max_calls[member.index]
-                if max_calls is not None and self._active(member.uri) >= max_calls:
+                if max_calls is not None and self._full(member.uri, max_calls):
                     full = True
                     continue
                 (up if state is State.UP else suspect).append(member)

@@ -146,6 +146,14 @@ class DestinationHealth:
             self.admin = AdminState(state.value)
         return self._settle(now, cause)
 
+    def follow_probe(self, state: State, now: float, cause: str) -> StateChanged | None:
+        """Take the probe state decided by the member that owns this destination's health;
+        an operator's admin state (shared separately) stays over it."""
+        if state not in PROBE_STATES:
+            raise ValueError(f"a probe state is up, suspect or down, not {state}")
+        self.consecutive_failures = self.consecutive_successes = 0
+        return self._set_probe(state, now, cause)
+
     def snapshot(self, active_calls: int = 0) -> HealthSnapshot:
         return HealthSnapshot(
             uri=self.uri,
@@ -256,6 +264,13 @@ class HealthTable:
         if machine is None:
             return None
         return machine.follow(State(state), now, cause)
+
+    def follow_probe(self, uri: str, state: State, now: float, cause: str) -> StateChanged | None:
+        """Set ``uri``'s probe state as decided by the cluster member that owns its health."""
+        machine = self._machines.get(uri)
+        if machine is None or State(state) not in PROBE_STATES:
+            return None
+        return machine.follow_probe(State(state), now, cause)
 
     def snapshot(self, uri: str, active_calls: int = 0) -> HealthSnapshot:
         """Raises ``KeyError`` for an unknown URI."""

@@ -115,6 +115,8 @@ class Proxy:
         self.stats: Counter[str] = context.stats
         self.clients = context.clients
         self.handovers: list[HandOver] = []
+        # who decides each destination's health (None: alone, this member decides all)
+        self.keys: Ownership | None = None
         self.routes = tuple(routes)
         self.default_set = default_set
         self._set_specs = {spec.name: spec for spec in sets}
@@ -197,9 +199,15 @@ class Proxy:
         if not self.stage.source_refused(source, now):
             self._receive(message, source, listener, now)
 
-    def members_changed(self, ownership: Ownership) -> None:
-        """The live members changed: datagrams and destinations' health move to their owners."""
-        self.stage.members_changed(ownership)
+    def members_changed(self, ownership: Ownership, *, datagrams: bool = True) -> None:
+        """The live members changed: destinations' health (probes, passive observations) moves
+        to their owners, and with ``datagrams`` the datagrams too. A node whose listeners are its
+        own (not an address shared by every node) owns every datagram it receives among the
+        cluster's nodes: ``datagrams=False`` with the cluster-wide members."""
+        self.keys = None if ownership.alone else ownership
+        self.stage.members_changed(ownership if datagrams else Ownership(ownership.me))
+        if self.prober is not None:
+            self.prober.ownership = self.keys
 
     def _receive(
         self, message: Request | Response, source: Target, listener: int, now: float
@@ -646,8 +654,8 @@ class Proxy:
     def _observed(self, uri: str, ok: bool, cause: str, now: float) -> None:
         """A passive observation: this member's to decide when it owns ``uri``'s health, else
         a ``PassiveObserved`` for the owner (a success only while the state is in doubt)."""
-        ownership = self.stage.ownership
-        if ownership is None or ownership.owner_of_key(uri.encode()) == ownership.me:
+        ownership = self.keys
+        if ownership is None or ownership.owns_key(uri.encode()):
             self.passive(uri, ok, cause, now)
             return
         health = self.dispatcher.health
@@ -675,6 +683,11 @@ class Proxy:
     def follow(self, uri: str, state: State, now: float, cause: str) -> StateChanged | None:
         """``uri``'s state as decided by the member that owns its health."""
         return self._health_event(self.dispatcher.health.follow(uri, state, now, cause))
+
+    def follow_probe(self, uri: str, state: State, now: float, cause: str) -> StateChanged | None:
+        """``uri``'s probe state as decided by the cluster member that owns its health; an
+        operator's drain or disable stays over it."""
+        return self._health_event(self.dispatcher.health.follow_probe(uri, state, now, cause))
 
     def _health_event(self, event: StateChanged | None) -> StateChanged | None:
         if event is not None:

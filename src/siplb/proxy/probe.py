@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
+from siplb.cluster.ownership import Ownership
 from siplb.dispatch import DestinationSpec, HealthSettings
 
 from .actions import Target
@@ -31,6 +32,8 @@ class Prober:
         self.latency: dict[str, deque[float]] = {}  # the last LATENCY_SAMPLES answers' times
         self.answered: Counter[str] = Counter()  # answers ever timed, per URI (for histograms)
         self._seq = 0
+        # in a cluster: probe only the destinations this member owns (None: all of them)
+        self.ownership: Ownership | None = None
         self.refresh(now)
 
     def refresh(self, now: float) -> None:
@@ -56,9 +59,14 @@ class Prober:
                     self.context.stats["probes_excused"] += 1
                 else:
                     self._result(uri, False, "probe timeout", now)
+        ownership = self.ownership
         for spec in self.context.dispatcher.probe_targets():
             due = self.next_at.get(spec.uri)
             if due is not None and due <= now:
+                if ownership is not None and not ownership.owns_key(spec.uri.encode()):
+                    # another member probes it; look again when this one would have
+                    self.next_at[spec.uri] = now + self.settings.interval
+                    continue
                 self._send(spec, now)
                 self.next_at[spec.uri] = now + self.settings.interval
         self._rearm()

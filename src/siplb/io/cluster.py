@@ -1,0 +1,457 @@
+"""One member's link to its cluster: heartbeats and shared state through Redis, sealed
+datagrams to and from the other members.
+
+Every ``[cluster] heartbeat`` (200 ms) the link runs ONE batch against Redis (``RedisLink``):
+its heartbeat, its live calls per destination, its capacity lease asks and refreshes, the
+health decisions it owns, operator actions made here, and the reads: the members set, every
+member's counts and address, the health and admin hashes. From the replies it tells its
+balancer (``ClusterHost``) what changed: the live members (``Ownership``), the calls the others
+hold and the calls it may hold (``told_calls``/``told_limits`` of the dispatch core), the health
+decisions of destinations it does not probe, and operator actions made elsewhere. Nothing on the
+packet path waits for Redis: the batch runs in its own task, and a lease running out asks for a
+tick at once instead of waiting for the next one.
+
+Redis down (``RedisLink.up`` False): the member balances on what it last knew. Its leases hold
+for ``lease_ttl`` (the store counts them that long); after that each capped destination falls
+back to an equal share of its cap among the members last seen live, so the cluster as a whole
+stays under the cap without Redis as long as the members agree on who is live. When Redis is
+back the next batch publishes whole snapshots again (never increments): no count is doubled.
+
+The channel: one UDP socket per member at ``peer`` (the port plus the worker number), frames
+sealed with the cluster secret (``siplb.cluster.channel``). ``DATAGRAM`` carries a SIP datagram
+to its owner, ``PASSIVE`` a passive health observation to the destination's health owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import struct
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from siplb.cluster import Member, MemberJoined, MemberLeft, Membership, Ownership, parse_tag
+from siplb.cluster.channel import Opened, Opener, Sealer
+from siplb.cluster.leases import Leases
+from siplb.cluster.view import AdminAction, AdminVerb, ClusterView, HealthDecision, admin_key
+from siplb.io.cluster_store import ClusterStore, Lease, Members
+from siplb.io.redis_link import RedisLink
+from siplb.io.udp import UdpEndpoint, bind_udp
+from siplb.settings import ClusterSettings
+
+log = logging.getLogger("siplb.cluster")
+
+DATAGRAM = 1  # payload: listener index (1), source port (2), host length (1), host, datagram
+PASSIVE = 2  # payload: JSON {"uri", "ok", "cause"}
+_SOURCE = struct.Struct("!BHB")
+HEALTH_REPUBLISH = 1.0  # seconds: a health owner writes its decisions again this often
+CHANNEL_BUFFER = 4 * 1024 * 1024
+
+
+class ClusterHost(Protocol):
+    """What the link needs of its balancer: what to publish, and where to apply what it hears."""
+
+    def cluster_calls(self) -> dict[str, int]: ...  # live calls per destination URI, here
+    def cluster_caps(self) -> dict[str, int]: ...  # max_calls per URI that has one
+    def cluster_health(self) -> dict[str, tuple[str, str]]: ...  # uri -> (state, cause), here
+    def cluster_members(self, ownership: Ownership) -> None: ...
+    def cluster_told(self, remote: dict[str, int], limits: dict[str, int]) -> None: ...
+    def cluster_follow(self, uri: str, state: str, cause: str) -> None: ...
+    def cluster_admin(self, set_name: str, uri: str, verb: str, value: float | None) -> None: ...
+    def cluster_datagram(self, listener: int, source: tuple[str, int], data: bytes) -> None: ...
+    def cluster_passive(self, uri: str, ok: bool, cause: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One member as ``/api/cluster`` shows it."""
+
+    member: Member
+    alive: bool
+    last_seen: float | None  # seconds ago (this member's clock)
+    peer: str
+    calls: int
+    config_hash: str
+    started: float | None
+
+
+class ClusterLink:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        host: ClusterHost,
+        *,
+        worker: int = 0,
+        config_hash: str = "",
+    ) -> None:
+        self.settings = settings
+        self.host = host
+        self.me = Member(settings.node_id, worker)
+        self.config_hash = config_hash
+        self.redis = RedisLink(settings)
+        self.store = ClusterStore(self.redis, settings)
+        self.membership = Membership(self.me, settings.dead_after)
+        self.view = ClusterView(self.membership.ownership())
+        self.leases = Leases(1)
+        boot = time.time_ns() // 1_000_000
+        self.sealer = Sealer(settings.secret, self.me, boot)
+        self.opener = Opener(settings.secret)
+        self.peer = (settings.peer[0], settings.peer[1] + worker)
+        self.started = time.time()
+        self.stats: Counter[str] = Counter()  # handed_over, taken_over, rejected_<reason>, ...
+        self.ticks = 0
+        self.last_ok: float | None = None  # loop time of the last batch Redis answered
+        self.synced = False  # a batch went through since start
+        self._peers: dict[Member, tuple[str, int]] = {}
+        self._info: dict[Member, dict[str, str]] = {}
+        self._health_sent: dict[str, tuple[str, str]] = {}
+        self._health_sent_at = 0.0
+        self._admin_out: dict[str, dict[str, Any]] = {}
+        self._fallback: dict[str, int] | None = None
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._stopping = False
+
+    # ---- start and stop ------------------------------------------------------------------
+    async def start(self, *, first_sync: float = 1.0) -> None:
+        """Open the channel, run the first batch (up to ``first_sync`` seconds), then tick."""
+        loop = asyncio.get_running_loop()
+        sock = bind_udp(self.peer[0], self.peer[1], CHANNEL_BUFFER)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: UdpEndpoint(self._on_frame, self._on_channel_error), sock=sock
+        )
+        self._transport = transport
+        try:
+            async with asyncio.timeout(first_sync):
+                await self._tick()
+        except TimeoutError:
+            log.warning("cluster: no answer from Redis at start; balancing alone meanwhile")
+        self._task = loop.create_task(self._run(), name=f"cluster {self.me.tag}")
+
+    async def stop(self, *, leave: bool = True) -> None:
+        """Stop ticking; ``leave``: tell the others now (a drain), not after ``dead_after``."""
+        self._stopping = True
+        self._kick.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        if leave and self.redis.up:
+            await self.redis.run([self.store.leave(self.me.tag, self.host.cluster_caps())])
+        if self._transport is not None:
+            self._transport.close()
+        await self.redis.close()
+
+    def kick(self) -> None:
+        """Run the next batch now (a lease is about to run out)."""
+        self._kick.set()
+
+    async def _run(self) -> None:
+        interval = self.settings.heartbeat
+        while not self._stopping:
+            try:
+                async with asyncio.timeout(interval):
+                    await self._kick.wait()
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            if self._stopping:
+                break
+            try:
+                await self._tick()
+            except Exception:  # a bug here must not stop the heartbeats
+                self.stats["tick_errors"] += 1
+                log.exception("cluster: tick failed")
+
+    # ---- one batch -----------------------------------------------------------------------
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.ticks += 1
+        calls = self.host.cluster_calls()
+        caps = self.host.cluster_caps()
+        self.leases.set_caps(caps)
+        asks = self.leases.asks(calls)
+        for uri in caps:  # refresh the leases held (their TTL), at what is held
+            held = self.leases.lease(uri)
+            if uri not in asks and held:
+                asks[uri] = held
+        known = [m.tag for m in self.membership.live]
+        store = self.store
+        tag = self.me.tag
+        health_out = self._health_to_publish(now)
+        admin_out, self._admin_out = self._admin_out, {}
+        steps = [
+            store.heartbeat(tag, self._heartbeat_fields(calls)),
+            store.members(),
+            store.member_info(known),
+            store.publish_calls(tag, calls),
+            store.read_calls(known),
+            store.write_health(health_out),
+            store.read_health(),
+            store.write_admin(admin_out),
+            store.read_admin(),
+        ]
+        lease_uris = list(asks)
+        steps += [store.ask_lease(uri, tag, caps.get(uri, 0), asks[uri]) for uri in lease_uris]
+        readings = await self.redis.run(steps)
+        now = loop.time()
+        if readings is None:
+            self._admin_out = {**admin_out, **self._admin_out}  # sent with the next batch
+            self._health_sent_at = 0.0
+            self._redis_down(now)
+            return
+        (_, members, infos, _, counts, _, health, _, admin, *leases) = readings
+        self.last_ok = now
+        self.synced = True
+        self._fallback = None
+        if members is not None:
+            self._members(members, infos or {}, now)
+        if counts is not None:
+            for member_tag, per_uri in counts.items():
+                member = parse_tag(member_tag)
+                if member is not None and member != self.me:
+                    self.view.calls(member, per_uri)
+        for uri, lease in zip(lease_uris, leases, strict=True):
+            if isinstance(lease, Lease):
+                self.leases.granted(uri, lease.granted)
+        self._tell()
+        if health is not None:
+            self._follow(health)
+        if admin is not None:
+            self._apply_admin(admin)
+
+    def _heartbeat_fields(self, calls: Mapping[str, int]) -> dict[str, str | int | float]:
+        return {
+            "peer": f"{self.peer[0]}:{self.peer[1]}",
+            "config": self.config_hash,
+            "calls": sum(calls.values()),
+            "started": round(self.started, 3),
+        }
+
+    def _members(self, members: Members, infos: Mapping[str, dict[str, str]], now: float) -> None:
+        dead_after_ms = round(self.settings.dead_after * 1000)
+        live: dict[Member, float] = {}
+        for member_tag in members.live(dead_after_ms):
+            member = parse_tag(member_tag)
+            if member is not None:
+                live[member] = members.last_seen[member_tag] / 1000
+        for member_tag, info in infos.items():
+            member = parse_tag(member_tag)
+            if member is not None:
+                self._info[member] = info
+                host, _, port = info.get("peer", "").rpartition(":")
+                if host and port.isdigit():
+                    self._peers[member] = (host, int(port))
+        before = self.membership.version
+        events: list[MemberJoined | MemberLeft | None] = [
+            self.membership.heard(member, now) for member in live
+        ]
+        for member in self.membership.live:
+            if member != self.me and member not in live:
+                if member.tag in members.last_seen:  # still listed, heartbeat too old
+                    events.append(self.membership.gone(member, now))
+                else:  # it removed itself: it left on purpose
+                    events.append(self.membership.left(member, now))
+        for event in events:
+            if event is not None:
+                log.info("cluster: %s", _describe(event))
+        if self.membership.version != before:
+            ownership = self.membership.ownership()
+            self.view.members_changed(ownership)
+            self.leases.members_changed(len(ownership.live))
+            for gone in [m for m in self._info if m not in ownership.live]:
+                self._info.pop(gone, None)
+            self.host.cluster_members(ownership)
+            self._health_sent.clear()  # a new share of destinations to publish
+
+    def _tell(self) -> None:
+        self.host.cluster_told(self.view.remote_calls(), self.limits())
+
+    def limits(self) -> dict[str, int]:
+        """The calls this member may hold on each capped URI, now."""
+        return dict(self._fallback) if self._fallback is not None else self.leases.limits()
+
+    def _redis_down(self, now: float) -> None:
+        self.stats["redis_down_ticks"] += 1
+        if self.last_ok is None or now - self.last_ok < self.settings.lease_ttl:
+            return  # leases still count in the store: keep them
+        if self._fallback is None:
+            members = max(1, len(self.membership.live))
+            self._fallback = {uri: cap // members for uri, cap in self.host.cluster_caps().items()}
+            self._tell()
+
+    # ---- health: owners publish, the others follow ----------------------------------------
+    def decides(self, uri: str) -> bool:
+        return self.view.decides(uri)
+
+    def _health_to_publish(self, now: float) -> dict[str, dict[str, Any]]:
+        republish = now - self._health_sent_at >= HEALTH_REPUBLISH
+        out: dict[str, dict[str, Any]] = {}
+        for uri, (state, cause) in self.host.cluster_health().items():
+            if not self.view.decides(uri):
+                continue
+            if republish or self._health_sent.get(uri) != (state, cause):
+                self._health_sent[uri] = (state, cause)
+                out[uri] = {"state": state, "cause": cause, "by": self.me.tag, "at": time.time()}
+        if republish:
+            self._health_sent_at = now
+        return out
+
+    def _follow(self, entries: Mapping[str, dict[str, Any]]) -> None:
+        for uri, entry in entries.items():
+            by = parse_tag(str(entry.get("by", "")))
+            if by is None or by == self.me:
+                continue
+            try:
+                decision = HealthDecision(
+                    str(entry["state"]), str(entry.get("cause", "")), by, float(entry["at"])
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            followed = self.view.health(uri, decision)
+            if followed is not None:
+                self.host.cluster_follow(uri, followed.state, f"{followed.cause}; from {by.tag}")
+
+    def passive(self, uri: str, ok: bool, cause: str) -> bool:
+        """A passive observation of ``uri``: sent to its health owner; False when that is us."""
+        owner = self.view.health_owner(uri)
+        if owner == self.me:
+            return False
+        payload = json.dumps({"uri": uri, "ok": ok, "cause": cause}).encode()
+        self._send(owner, PASSIVE, payload)
+        return True
+
+    # ---- operator actions: made anywhere, applied everywhere ------------------------------
+    def admin(self, set_name: str, uri: str, verb: str, value: float | None = None) -> None:
+        """An operator action made on this member: applied here by the caller, published."""
+        key = admin_key(set_name, uri)
+        action = AdminAction(AdminVerb(verb), value, time.time(), self.me)
+        self.view.admin(key, action)
+        self._admin_out[key] = {
+            "op": verb,
+            "value": value,
+            "stamp": action.stamp,
+            "by": self.me.tag,
+        }
+        self.kick()
+
+    def _apply_admin(self, entries: Mapping[str, dict[str, Any]]) -> None:
+        for key, entry in entries.items():
+            by = parse_tag(str(entry.get("by", "")))
+            if by is None:
+                continue
+            try:
+                raw = entry.get("value")
+                action = AdminAction(
+                    AdminVerb(str(entry["op"])),
+                    None if raw is None else float(raw),
+                    float(entry["stamp"]),
+                    by,
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            newer = self.view.admin(key, action)
+            if newer is None or by == self.me:
+                continue
+            set_name, _, uri = key.partition("|")
+            self.host.cluster_admin(set_name, uri, str(newer.verb), newer.value)
+
+    # ---- the channel -----------------------------------------------------------------------
+    def hand_over(
+        self, member: Member, listener: int, source: tuple[str, int], data: bytes
+    ) -> None:
+        host = source[0].encode("ascii")
+        payload = _SOURCE.pack(listener, source[1], len(host)) + host + data
+        self.stats["handed_over"] += 1
+        self._send(member, DATAGRAM, payload)
+
+    def _send(self, member: Member, kind: int, payload: bytes) -> None:
+        address = self._peers.get(member)
+        if address is None or self._transport is None:
+            self.stats["unreachable"] += 1
+            return
+        frame = self.sealer.seal(kind, payload, time.time())
+        try:
+            self._transport.sendto(frame, address)
+        except OSError as exc:
+            self.stats["send_errors"] += 1
+            log.debug("cluster: send to %s failed: %s", member.tag, exc)
+
+    def _on_frame(self, frame: bytes, addr: tuple[str, int]) -> None:
+        opened = self.opener.open(frame, time.time())
+        if not isinstance(opened, Opened):
+            self.stats[f"rejected_{opened.reason.value}"] += 1
+            return
+        if opened.kind == DATAGRAM:
+            self._take_datagram(opened.payload)
+        elif opened.kind == PASSIVE:
+            self._take_passive(opened.payload)
+        else:
+            self.stats["rejected_malformed"] += 1
+
+    def _take_datagram(self, payload: bytes) -> None:
+        try:
+            listener, port, length = _SOURCE.unpack_from(payload)
+            start = _SOURCE.size
+            host = payload[start : start + length].decode("ascii")
+        except (struct.error, UnicodeDecodeError):
+            self.stats["rejected_malformed"] += 1
+            return
+        self.stats["taken_over"] += 1
+        self.host.cluster_datagram(listener, (host, port), payload[start + length :])
+
+    def _take_passive(self, payload: bytes) -> None:
+        try:
+            value = json.loads(payload)
+            uri, ok, cause = str(value["uri"]), bool(value["ok"]), str(value["cause"])
+        except (ValueError, KeyError, TypeError):
+            self.stats["rejected_malformed"] += 1
+            return
+        self.stats["passive_in"] += 1
+        self.host.cluster_passive(uri, ok, cause)
+
+    def _on_channel_error(self, exc: OSError) -> None:
+        self.stats["channel_errors"] += 1
+
+    # ---- what the admin API shows ----------------------------------------------------------
+    def members(self, now: float) -> list[MemberView]:
+        out = []
+        live = set(self.membership.live)
+        for member in sorted(live | set(self._info)):
+            info = self._info.get(member, {})
+            heard = self.membership.last_heard(member)
+            started = info.get("started")
+            out.append(
+                MemberView(
+                    member=member,
+                    alive=member in live,
+                    last_seen=0.0
+                    if member == self.me
+                    else (None if heard is None else now - heard),
+                    peer=info.get(
+                        "peer", f"{self.peer[0]}:{self.peer[1]}" if member == self.me else ""
+                    ),
+                    calls=int(info.get("calls", 0) or 0),
+                    config_hash=info.get("config", self.config_hash if member == self.me else ""),
+                    started=float(started) if started else None,
+                )
+            )
+        return out
+
+
+def _describe(event: object) -> str:
+    member = getattr(event, "member", None)
+    tag = member.tag if isinstance(member, Member) else "?"
+    cause = getattr(event, "cause", None)
+    if cause is None:
+        return f"member {tag} joined"
+    return f"member {tag} gone ({cause.value})"
+
+
+def new_boot() -> int:
+    return int.from_bytes(os.urandom(6), "big")
