@@ -171,6 +171,14 @@ def test_example_file_loads() -> None:
     assert config.set_named("trunks").destinations[0].transport == "tls"
 
 
+def test_the_cluster_example_is_three_nodes_on_one_config() -> None:
+    configs = [load_config(ROOT / "examples" / "cluster" / f"node{i}.toml") for i in (1, 2, 3)]
+    assert [c.node_id for c in configs] == ["n1", "n2", "n3"]
+    assert all(c.cluster is not None for c in configs)
+    assert len({c.config_hash for c in configs}) == 1  # only identity and addresses differ
+    assert len({c.cluster.peer for c in configs if c.cluster is not None}) == 3
+
+
 def test_default_config_toml_loads() -> None:
     config = parse_config(DEFAULT_CONFIG_TOML)
     assert config.listeners[0].address == ("127.0.0.1", 5060)

@@ -11,9 +11,10 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from siplb.admin.journal import Recorder
 from siplb.admin.reloads import ReloadOutcome, diff_sets, restart_warnings
@@ -30,14 +31,16 @@ from siplb.admin.views import display_state
 from siplb.cluster import Ownership
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
+from siplb.dispatch.accounting import DialogChanges
 from siplb.io.cluster import ClusterLink
 from siplb.io.driver import Driver
 from siplb.io.nft import NftBans
 from siplb.io.tls import client_context, server_context
-from siplb.io.udp import Receiver, bind_udp, local_address_for
+from siplb.io.udp import bind_udp, local_address_for
 from siplb.proxy.actions import (
     CallsExpired,
     FailedOver,
+    HandOver,
     MessageDropped,
     OverloadChanged,
     PassiveObserved,
@@ -45,9 +48,11 @@ from siplb.proxy.actions import (
     PhoneUnreachable,
     RegistrarLacksPath,
     RequestRejected,
+    Target,
 )
 from siplb.proxy.admission import BanLifted, SourceBanned
 from siplb.proxy.core import Proxy
+from siplb.proxy.keepalive import BindingChanges, Shared
 from siplb.proxy.listeners import Listener
 from siplb.proxy.multihome import SourceRouting
 from siplb.settings import ListenerSettings, ProtectionSettings
@@ -60,12 +65,33 @@ if TYPE_CHECKING:
 log = logging.getLogger("siplb")
 
 
+class Peers(Protocol):
+    """The other processes of this host that must hear what happens here (``workers = N``)."""
+
+    def event(self, event: object) -> None:
+        """Every event the core reported (bans, passive observations for another member)."""
+
+    def weight_changed(self, set_name: str, uri: str, weight: int, cause: str) -> None: ...
+
+    def reloaded(self, trigger: str, outcome: ReloadOutcome) -> None: ...
+
+    def unbanned(self, host: str) -> None: ...
+
+    def counters(self) -> list[dict[str, Any]]:
+        """Every process's traffic counters (``BalancerView.worker_counters``)."""
+
+
 class Balancer:
     """One proxy core built from a config and run on its sockets by a ``Driver``; with
     ``admin=True`` also the admin server (JSON API, dashboard, metrics) on ``[admin] listen``,
     which reads it as a ``siplb.admin.view.BalancerView``.
 
-    ``config_path`` is the file a reload (SIGHUP, ``POST /api/reload``) reads again.
+    ``config_path`` is the file a reload (SIGHUP, ``POST /api/reload``) reads again. One process
+    of several (``workers = N``, ``siplb.workers``) is given its UDP sockets (``udp_sockets``:
+    listener index -> bound socket), whether it serves the stream listeners, probes and pushes
+    bans into the kernel, its share of each per-source rate budget (``rate_share``: 1/N), where
+    datagrams owned by another member go (``on_handover``), what looks at the core after each
+    flush (``after_flush``) and who else must hear what happens here (``peers``).
     """
 
     def __init__(
@@ -75,6 +101,14 @@ class Balancer:
         worker: int = 0,
         admin: bool = False,
         config_path: Path | None = None,
+        udp_sockets: Mapping[int, socket.socket] | None = None,
+        streams: bool = True,
+        probing: bool = True,
+        pushes_bans: bool = True,
+        rate_share: int = 1,
+        on_handover: Callable[[HandOver], None] | None = None,
+        after_flush: Callable[[], None] | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self.config = config
         self.started_config = config  # what listeners and sockets were built from
@@ -99,10 +133,16 @@ class Balancer:
             tcp=config.tcp,
             client_ssl=client_context(config.tls),
             on_event=self._on_event,
+            on_handover=on_handover,
+            after_flush=after_flush,
         )
         self.started_at = self.loop.time()
-        self.probing = True  # OPTIONS probes (one worker of several probes for all)
-        self.pushes_bans = True  # into the kernel's nftables sets (one process of several)
+        self.udp_sockets = udp_sockets
+        self.streams = streams  # TCP and TLS listeners (one process of several serves them)
+        self.probing = probing  # OPTIONS probes (one worker of several probes for all)
+        self.pushes_bans = pushes_bans  # into the kernel's nftables sets (one of several)
+        self.rate_share = rate_share
+        self.peers = peers
         self.nft: NftBans | None = None
         self.link: ClusterLink | None = None  # [cluster]: this member's link to the others
 
@@ -160,20 +200,20 @@ class Balancer:
         """Bind listener ``index``; returns its port (the system's choice when 0 was asked)."""
         pool = self.driver.pool
         if spec.transport == "udp":
-            sock = self._udp_socket(index, spec)
-            return await self.driver.open_udp(index, sock, self._udp_receiver(index))
+            given = self.udp_sockets
+            sock = (
+                given[index]
+                if given is not None
+                else bind_udp(spec.host, spec.port, spec.recv_buffer)
+            )
+            return await self.driver.open_udp(index, sock)
+        if not self.streams:
+            return spec.port  # another process serves it; this one only names it
         if spec.transport == "tcp":
             return await pool.listen(spec.host, spec.port, index, "tcp")
         assert spec.tls is not None  # the config requires cert and key for tls
         context = server_context(spec.tls, verify_client=spec.verify_client)
         return await pool.listen(spec.host, spec.port, index, "tls", context)
-
-    def _udp_socket(self, index: int, spec: ListenerSettings) -> socket.socket:
-        return bind_udp(spec.host, spec.port, spec.recv_buffer)
-
-    def _udp_receiver(self, index: int) -> Receiver | None:
-        """What a datagram on UDP listener ``index`` is handed to (None: the core)."""
-        return None
 
     async def _start_admin(self) -> None:
         from siplb.admin.server import AdminServer
@@ -230,7 +270,10 @@ class Balancer:
             log.error("reload refused (%s), the running config stays:\n%s", trigger, exc)
             self.recorder.reloaded(False, f"{outcome.summary()} ({trigger})")
             return outcome
-        return self.reload(config, trigger=trigger)
+        outcome = self.reload(config, trigger=trigger)
+        if self.peers is not None:
+            self.peers.reloaded(trigger, outcome)
+        return outcome
 
     def reload(self, config: Config, *, trigger: str = "reload") -> ReloadOutcome:
         """Install a new config's sets and route rules at once; calls and transactions in
@@ -320,6 +363,8 @@ class Balancer:
         if lifted:
             log.info("admin: ban on %s lifted", host)
         self.driver.flush()
+        if self.peers is not None:
+            self.peers.unbanned(host)
         return lifted
 
     def set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
@@ -327,6 +372,12 @@ class Balancer:
         self._set_weight(set_name, uri, weight, cause)
         if self.link is not None:
             self.link.admin(set_name, uri, "weight", weight)
+        if self.peers is not None:
+            self.peers.weight_changed(set_name, uri, weight, cause)
+
+    def apply_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
+        """A weight change made in another process of this host: here only."""
+        self._set_weight(set_name, uri, weight, cause)
 
     def _set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
         proxy = self.proxy
@@ -423,6 +474,30 @@ class Balancer:
             self.proxy.passive(uri, ok, cause, self.loop.time())
             self.driver.flush()
 
+    def cluster_dialogs(self, limit: int) -> DialogChanges:
+        assert self.proxy is not None
+        accounting = self.proxy.dispatcher.accounting
+        return accounting.dialog_changes(limit, self.proxy.settings.max_call_age)
+
+    def cluster_learned(self, limit: int) -> BindingChanges:
+        assert self.proxy is not None
+        front = self.proxy.front
+        if front is None or front.keepalive is None:
+            return BindingChanges()
+        return front.keepalive.changes(limit)
+
+    def cluster_bindings(self, adopt: Sequence[Shared], release: Sequence[Target]) -> None:
+        assert self.proxy is not None
+        front = self.proxy.front
+        if front is None or front.keepalive is None:
+            return
+        keepalive, now = front.keepalive, self.loop.time()
+        for flow in release:
+            keepalive.release(flow)
+        for shared in adopt:
+            keepalive.adopt(shared, now)
+        self.driver.flush()  # an adopted binding may start the keepalive wheel: re-arm
+
     def cluster(self) -> ClusterReading | None:
         """What ``/api/cluster`` shows; None without ``[cluster]``."""
         link, proxy = self.link, self.proxy
@@ -476,7 +551,7 @@ class Balancer:
 
     def worker_counters(self) -> list[dict[str, Any]]:
         """Each worker process's counters (``workers = N``); empty for a single process."""
-        return []
+        return [] if self.peers is None else self.peers.counters()
 
     # ---- what the admin side reads (``siplb.admin.view.BalancerView``) ------------------------
     @property
@@ -503,10 +578,24 @@ class Balancer:
             self._ban_changed(event)
         elif isinstance(event, PassiveObserved) and self.link is not None:
             self.link.passive(event.uri, event.ok, event.cause)
+        if self.peers is not None:
+            self.peers.event(event)
 
     def _protection(self, config: Config) -> ProtectionSettings:
-        """The admission stage's settings for this process."""
-        return config.protection
+        """The admission stage's settings for this process: with ``rate_share`` N, each holds
+        1/N of every per-source budget (each of N workers counts about 1/N of a source's
+        requests, Call-IDs hashing evenly over them)."""
+        n = self.rate_share
+        if n == 1:
+            return config.protection
+        rate = config.protection.rate
+        share = replace(
+            rate,
+            invite=max(1, -(-rate.invite // n)),
+            register=max(1, -(-rate.register // n)),
+            other=max(1, -(-rate.other // n)),
+        )
+        return replace(config.protection, rate=share)
 
     def _ban_changed(self, event: SourceBanned | BanLifted) -> None:
         """A ban made or lifted here: into the kernel's set, when it is asked for."""

@@ -1,15 +1,21 @@
 """``workers = N``: one balancer process per worker, sharing the UDP listeners.
 
 Each worker is a ``Balancer`` with its own proxy core, event loop and sockets from the parent's
-SO_REUSEPORT groups (``siplb.io.workers``). What the workers share:
+SO_REUSEPORT groups (``siplb.io.workers``), and a ``Worker`` that joins it to the others. The
+workers are the first cluster: the members ``node.0`` .. ``node.N-1`` of one node, on the same
+ownership rule and the same sealed channel format as nodes. What the workers share:
 
-- **Ownership.** A datagram is handled by the worker that owns its call or transaction; the
-  worker that receives another's datagram hands it over on the loopback channel.
+- **Ownership.** Each core is told the workers as its members; its admission stage hands a
+  datagram another worker owns (``HandOver``) to the worker, which sends it on the channel; the
+  owner handles it as if it had received it. So a call's INVITE is always counted by its owner.
 - **Calls.** Every worker publishes its live calls per destination in shared memory
-  (``siplb.io.shared``); least-calls and ``max_calls`` count the total of all workers.
-- **Health.** Worker 0 decides: it alone sends OPTIONS probes, the others send it what their
-  traffic shows (passive failures and successes), and it sends every worker the resulting
-  states (at once on a change, and every ``SYNC_INTERVAL``), which they follow.
+  (``siplb.io.shared``) every ``CALLS_INTERVAL`` and after each flush that changed them, and
+  tells its core the other workers' totals (``told_calls``). ``max_calls`` is shared by capacity
+  leases (``siplb.cluster.leases``) granted under the parent's lock (``told_limits``).
+- **Health.** Worker 0 decides: it alone sends OPTIONS probes; the others' cores report what
+  their traffic shows as ``PassiveObserved`` (worker 0 is every destination's health owner),
+  which they send it; it sends every worker the resulting states (at once on a change, and
+  every ``SYNC_INTERVAL`` * ``RESYNC_EVERY``), which they follow.
 - **Operations.** Worker 0 serves the admin API and the dashboard; a weight change or a reload
   made there is sent to every worker. SIGHUP to the parent reaches every worker.
 """
@@ -20,30 +26,21 @@ import asyncio
 import functools
 import logging
 import signal
-import socket
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from siplb.admin.reloads import ReloadOutcome
 from siplb.app import Balancer, tune_gc
+from siplb.cluster import Member, Ownership
+from siplb.cluster.leases import Leases
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import State
-from siplb.io.driver import log_udp_error
 from siplb.io.shared import SharedCallCounts
-from siplb.io.udp import Receiver, UdpEndpoint
-from siplb.io.workers import (
-    CONTROL,
-    DATAGRAM,
-    Steering,
-    WorkerSockets,
-    decode_control,
-    decode_datagram,
-    encode_control,
-    encode_datagram,
-)
-from siplb.proxy.admission import BanLifted, SourceBanned
-from siplb.settings import ListenerSettings, ProtectionSettings
+from siplb.io.workers import WorkerLink, WorkerSockets
+from siplb.proxy.actions import HandOver, PassiveObserved
+from siplb.proxy.admission import SourceBanned
+from siplb.proxy.core import Proxy
 
 log = logging.getLogger("siplb")
 
@@ -51,11 +48,12 @@ LEADER = 0  # the worker that probes, decides health and serves the admin API
 SYNC_INTERVAL = 0.1  # how often worker 0 checks its health states for changes to send
 RESYNC_EVERY = 10  # ... and sends them anyway every this many checks (a restarted worker)
 STATS_INTERVAL = 1.0  # how often a worker sends worker 0 its counters
+CALLS_INTERVAL = 0.05  # how often a worker publishes its calls and reads the others'
 
 
-class WorkerBalancer(Balancer):
-    """One worker of ``workers = N``: a ``Balancer`` on the parent's sockets that hands each
-    datagram to its owner and shares calls and health with the other workers."""
+class Worker:
+    """One worker of ``workers = N``: builds its ``Balancer`` on the parent's sockets and joins
+    it to the other workers through a ``WorkerLink`` (``siplb.app.Peers``)."""
 
     def __init__(
         self,
@@ -66,111 +64,144 @@ class WorkerBalancer(Balancer):
         counts: SharedCallCounts,
         config_path: Path | None = None,
     ) -> None:
-        super().__init__(config, worker=worker, admin=worker == LEADER, config_path=config_path)
+        self.worker = worker
         self.workers = counts.workers
-        self.sockets = sockets
         self.counts = counts
-        self.probing = worker == LEADER
-        self.pushes_bans = worker == LEADER  # one process owns the kernel's ban sets
-        self.steering = Steering(config.proxy.node_id, self.workers, worker)
-        self.peers = sockets.channel_addresses
-        self.handed_over = 0  # datagrams this worker received for another one
-        self.taken_over = 0  # datagrams another worker handed to this one
+        node = config.proxy.node_id
+        self.members = [Member(node, w) for w in range(self.workers)]
+        self.me = self.members[worker]
+        self.leader = worker == LEADER
+        self.link = WorkerLink(
+            self.me, sockets, on_datagram=self._on_datagram, on_control=self._on_control
+        )
+        self.balancer = Balancer(
+            config,
+            worker=worker,
+            admin=self.leader,
+            config_path=config_path,
+            udp_sockets={index: group[worker] for index, group in sockets.udp.items()},
+            streams=self.leader,  # stream listeners are worker 0's; the others only name them
+            probing=self.leader,
+            pushes_bans=self.leader,  # one process owns the kernel's ban sets
+            rate_share=self.workers,
+            on_handover=self._hand_over,
+            after_flush=self._after_flush,
+            peers=self,
+        )
+        self.leases = Leases(self.workers)
+        self._caps: dict[str, int] = {}
         self.peer_stats: dict[int, dict[str, Any]] = {}  # worker 0: the others' counters
-        self._channel: asyncio.DatagramTransport | None = None
+        self._published: dict[str, int] = {}
+        self._published_size = -1
+        self._told: dict[str, int] = {}
+        self._limits: dict[str, int] = {}
         self._synced: list[list[str]] = []
         self._syncs = 0
-        self._sync_timer: asyncio.TimerHandle | None = None
+        self._timers: list[asyncio.TimerHandle] = []
 
     @property
-    def leader(self) -> bool:
-        return self.worker == LEADER
+    def proxy(self) -> Proxy:
+        proxy = self.balancer.proxy
+        assert proxy is not None, "the worker is not started"
+        return proxy
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.balancer.loop
 
     # ---- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
-        await super().start()
-        proxy = self.proxy
-        assert proxy is not None
-        dispatcher = proxy.dispatcher
-        dispatcher.count_calls_with(self.counts.total)
-        dispatcher.accounting.on_count = self._publish_count
-        if not self.leader:
-            dispatcher.health.relay = self._relay_passive
-        channel = self.sockets.channels[self.worker]
-        transport, _ = await self.loop.create_datagram_endpoint(
-            lambda: UdpEndpoint(self._on_channel, log_udp_error), sock=channel
+        balancer = self.balancer
+        await balancer.start()
+        self.proxy.members_changed(
+            Ownership(self.me, self.members), health_owner=self.members[LEADER]
         )
-        self._channel = transport
-        self._sync_timer = self.loop.call_later(
-            SYNC_INTERVAL if self.leader else STATS_INTERVAL, self._tick
-        )
+        self._share_calls()  # the first leases, before any call is admitted
+        await self.link.start(self.loop)
+        self._every(CALLS_INTERVAL, self._share_calls)
+        if self.leader:
+            self._every(SYNC_INTERVAL, self._sync_tick)
+        else:
+            self._every(STATS_INTERVAL, self._send_stats)
         log.info("worker %d of %d started", self.worker, self.workers)
 
-    def _close(self) -> None:
-        if self._sync_timer is not None:
-            self._sync_timer.cancel()
-        if self._channel is not None:
-            self._channel.close()
-        super()._close()
+    async def stop(self) -> None:
+        """Stop the balancer (its calls finish, hand-overs still cross), then the channel."""
+        await self.balancer.stop()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.link.close()
 
-    async def _open_listener(self, index: int, spec: ListenerSettings) -> int:
-        if spec.transport != "udp" and not self.leader:
-            return spec.port  # stream listeners are worker 0's; the others only name them
-        return await super()._open_listener(index, spec)
+    def _every(self, interval: float, action: Callable[[], None]) -> None:
+        def tick() -> None:
+            action()
+            self._timers[index] = self.loop.call_later(interval, tick)
+
+        index = len(self._timers)
+        self._timers.append(self.loop.call_later(interval, tick))
 
     # ---- datagrams: each to its owner -----------------------------------------------------
-    def _udp_socket(self, index: int, spec: ListenerSettings) -> socket.socket:
-        return self.sockets.udp[index][self.worker]
+    def _hand_over(self, handover: HandOver) -> None:
+        source = handover.source
+        self.link.hand_over(
+            handover.member.worker, handover.listener, (source.host, source.port), handover.data
+        )
 
-    def _udp_receiver(self, index: int) -> Receiver:
-        steering = self.steering
-        me = self.worker
-        datagram = self.driver.datagram
+    def _on_datagram(self, listener: int, source: tuple[str, int], data: bytes) -> None:
+        if self.balancer.proxy is not None and 0 <= listener < len(self.balancer.listeners):
+            self.balancer.driver.datagram(listener, data, source)
 
-        def receive(data: bytes, addr: tuple[str, int]) -> None:
-            owner = steering.owner(data)
-            if owner == me:
-                datagram(index, data, addr)
-            else:
-                self._hand_over(owner, encode_datagram(index, addr, data))
+    # ---- calls: published, told, and capped by leases --------------------------------------
+    def _after_flush(self) -> None:
+        proxy = self.balancer.proxy
+        if proxy is not None and len(proxy.dispatcher.accounting) != self._published_size:
+            self._publish_calls()
 
-        return receive
+    def _share_calls(self) -> None:
+        """Every ``CALLS_INTERVAL``: the caps (a reload may change them), this worker's calls
+        and leases, and the other workers' calls."""
+        self._caps = self.balancer.cluster_caps()
+        self.leases.set_caps(self._caps)
+        self._publish_calls()
+        dispatcher = self.proxy.dispatcher
+        remote = self.counts.others(self.worker, dispatcher.health)
+        if remote != self._told:
+            self._told = remote
+            dispatcher.told_calls(remote)
 
-    def _hand_over(self, worker: int, message: bytes) -> None:
-        if self._channel is None:
-            return  # still starting: the sender retransmits
-        self.handed_over += 1
-        try:
-            self._channel.sendto(message, self.peers[worker])
-        except OSError as exc:
-            log.debug("hand-over to worker %d failed: %s", worker, exc)
+    def _publish_calls(self) -> None:
+        """Publish this worker's calls; ask for the leases they need, tell the core its limits."""
+        dispatcher = self.proxy.dispatcher
+        self._published_size = len(dispatcher.accounting)
+        calls = dispatcher.local_calls()
+        if calls != self._published:
+            for uri in self._published.keys() | calls.keys():
+                self.counts.publish(self.worker, uri, calls.get(uri, 0))
+            self._published = calls
+        caps = self._caps
+        for uri, want in self.leases.asks(calls).items():
+            self.leases.granted(uri, self.counts.grant(self.worker, uri, caps.get(uri, 0), want))
+        limits = self.leases.limits()
+        if limits != self._limits:
+            self._limits = limits
+            dispatcher.told_limits(limits)
 
-    def _on_channel(self, message: bytes, addr: tuple[str, int]) -> None:
-        if not message:
-            return
-        if message[0] == DATAGRAM:
-            if self.proxy is not None:
-                self.taken_over += 1
-                index, source, data = decode_datagram(message)
-                self.driver.datagram(index, data, source)
-        elif message[0] == CONTROL:
-            try:
-                self._on_control(decode_control(message))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("bad control message from %s: %s", addr, exc)
-
+    # ---- the channel's control messages ------------------------------------------------------
     def _on_control(self, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "health":
             self._follow(message["states"])
         elif op == "passive":
-            self._passive(message["uri"], bool(message["ok"]), str(message["cause"]))
+            self._passive(str(message["uri"]), bool(message["ok"]), str(message["cause"]))
         elif op == "stats":
             self.peer_stats[int(message["worker"])] = message
         elif op == "weight":
-            super().set_weight(message["set"], message["uri"], message["weight"], message["cause"])
+            self.balancer.apply_weight(
+                message["set"], message["uri"], message["weight"], message["cause"]
+            )
         elif op == "reload":
-            super().reload_file(message["trigger"])
+            self.balancer.reload_file(message["trigger"])
         elif op == "ban":
             self._peer_ban(str(message["host"]), float(message["seconds"]), str(message["reason"]))
         elif op == "unban":
@@ -178,81 +209,53 @@ class WorkerBalancer(Balancer):
         else:
             raise ValueError(f"unknown op {op!r}")
 
-    def _send_control(self, to: int, op: str, **fields: Any) -> None:
-        if self._channel is not None:
-            self._channel.sendto(encode_control(op, **fields), self.peers[to])
+    # ---- what this worker's balancer reports (``siplb.app.Peers``) -----------------------------
+    def event(self, event: object) -> None:
+        if isinstance(event, PassiveObserved):  # worker 0 decides every destination's health
+            self.link.control(LEADER, "passive", uri=event.uri, ok=event.ok, cause=event.cause)
+        elif isinstance(event, SourceBanned):
+            # a ban made here goes to every worker; a lift does not: each worker lets its own
+            # copy expire, and an operator's unban is sent by ``unbanned``
+            seconds = event.until - self.loop.time()
+            self.link.broadcast("ban", host=event.host, seconds=seconds, reason=event.reason)
 
-    def _broadcast(self, op: str, **fields: Any) -> None:
-        for worker in range(self.workers):
-            if worker != self.worker:
-                self._send_control(worker, op, **fields)
+    def weight_changed(self, set_name: str, uri: str, weight: int, cause: str) -> None:
+        self.link.broadcast("weight", set=set_name, uri=uri, weight=weight, cause=cause)
+
+    def reloaded(self, trigger: str, outcome: ReloadOutcome) -> None:
+        if not self.leader:
+            return
+        if trigger != "SIGHUP" and outcome.ok:  # SIGHUP reached every worker
+            self.link.broadcast("reload", trigger=trigger)
+        self.loop.call_soon(functools.partial(self._sync, force=True))
+
+    def unbanned(self, host: str) -> None:
+        self.link.broadcast("unban", host=host)
+
+    def counters(self) -> list[dict[str, Any]]:
+        """Worker 0's counters and the last ones each other worker sent."""
+        rows = {self.worker: self.own_counters(), **self.peer_stats}
+        return [rows[worker] for worker in sorted(rows)]
 
     # ---- bans: one worker's ban is every worker's ------------------------------------------
-    def _protection(self, config: Config) -> ProtectionSettings:
-        """Each worker counts the requests it owns, about 1/N of a source's (Call-IDs hash
-        evenly), so each holds 1/N of every per-source budget."""
-        rate = config.protection.rate
-        n = self.workers
-        share = replace(
-            rate,
-            invite=max(1, -(-rate.invite // n)),
-            register=max(1, -(-rate.register // n)),
-            other=max(1, -(-rate.other // n)),
-        )
-        return replace(config.protection, rate=share)
-
-    def _ban_changed(self, event: SourceBanned | BanLifted) -> None:
-        """A ban made here goes to every worker. A lift does not: each worker lets its own copy
-        expire, and an operator's unban is sent by ``unban``."""
-        super()._ban_changed(event)
-        if isinstance(event, SourceBanned):
-            seconds = event.until - self.loop.time()
-            self._broadcast("ban", host=event.host, seconds=seconds, reason=event.reason)
-
-    def unban(self, host: str) -> bool:
-        lifted = super().unban(host)
-        self._broadcast("unban", host=host)
-        return lifted
-
     def _peer_ban(self, host: str, seconds: float, reason: str) -> None:
         # a ban this worker already holds as long makes no event, so nothing echoes back
-        if self.proxy is not None and seconds > 0:
+        if self.balancer.proxy is not None and seconds > 0:
             self.proxy.ban(host, seconds, reason, self.loop.time())
-            self.driver.flush()
+            self.balancer.driver.flush()
 
     def _peer_unban(self, host: str) -> None:
-        if self.proxy is not None:
+        if self.balancer.proxy is not None:
             self.proxy.unban(host)
-            self.driver.flush()
-
-    # ---- calls -----------------------------------------------------------------------------
-    def _publish_count(self, uri: str, calls: int) -> None:
-        self.counts.publish(self.worker, uri, calls)
+            self.balancer.driver.flush()
 
     # ---- health: worker 0 decides, the others follow ----------------------------------------
-    def _relay_passive(self, uri: str, ok: bool, now: float, cause: str) -> None:
-        proxy = self.proxy
-        if ok and proxy is not None and proxy.dispatcher.health.state(uri) is State.UP:
-            return  # nothing to tell: a success only matters while worker 0 doubts
-        self._send_control(LEADER, "passive", uri=uri, ok=ok, cause=cause)
-
     def _passive(self, uri: str, ok: bool, cause: str) -> None:
-        proxy = self.proxy
-        assert proxy is not None
-        health = proxy.dispatcher.health
-        now = self.loop.time()
-        event = (
-            health.passive_success(uri, now, cause)
-            if ok
-            else health.passive_failure(uri, now, cause)
-        )
-        if event is not None:
-            self._on_event(event)
-            self.driver.flush()
+        if self.proxy.passive(uri, ok, cause, self.loop.time()) is not None:
+            self.balancer.driver.flush()
             self._sync()
 
     def _health_states(self) -> list[list[str]]:
-        assert self.proxy is not None
         dispatcher = self.proxy.dispatcher
         out = []
         for uri in dispatcher.health:
@@ -264,33 +267,30 @@ class WorkerBalancer(Balancer):
         states = self._health_states()
         if force or states != self._synced:
             self._synced = states
-            self._broadcast("health", states=states)
+            self.link.broadcast("health", states=states)
+
+    def _sync_tick(self) -> None:
+        self._syncs += 1
+        self._sync(force=self._syncs % RESYNC_EVERY == 0)
 
     def _follow(self, states: list[list[str]]) -> None:
         proxy = self.proxy
-        assert proxy is not None
         health = proxy.dispatcher.health
         now = self.loop.time()
         for uri, state, cause in states:
             if uri in health and health.state(uri) != state:
                 note = f"{cause}; worker {self.worker} follows worker {LEADER}"
-                event = health.follow(uri, State(state), now, note)
-                if event is not None:
-                    self._on_event(event)
-        self.driver.flush()
+                proxy.follow(uri, State(state), now, note)
+        self.balancer.driver.flush()
 
-    def _tick(self) -> None:
-        if self.leader:
-            self._syncs += 1
-            self._sync(force=self._syncs % RESYNC_EVERY == 0)
-            self._sync_timer = self.loop.call_later(SYNC_INTERVAL, self._tick)
-        else:
-            self._send_control(LEADER, "stats", **self.counters())
-            self._sync_timer = self.loop.call_later(STATS_INTERVAL, self._tick)
+    # ---- counters ------------------------------------------------------------------------------
+    def _send_stats(self) -> None:
+        self.link.control(LEADER, "stats", **self.own_counters())
 
-    def counters(self) -> dict[str, Any]:
+    def own_counters(self) -> dict[str, Any]:
         """This worker's traffic counters, as JSON values."""
-        traffic = self.core.traffic()
+        traffic = self.balancer.core.traffic()
+        link = self.link.stats
         return {
             "worker": self.worker,
             "stats": dict(traffic.stats),
@@ -298,29 +298,12 @@ class WorkerBalancer(Balancer):
             "responses": [[m, k, n] for (m, k), n in traffic.responses.items()],
             "transactions": [traffic.servers, traffic.clients],
             "calls": traffic.calls,
-            "handed_over": self.handed_over,
-            "taken_over": self.taken_over,
+            "handed_over": link["handed_over"],
+            "taken_over": link["taken_over"],
+            "rejected": {k[len("rejected_") :]: n for k, n in link.items() if "rejected_" in k},
             "drops": dict(traffic.drops) if traffic.drops is not None else {},
             "pending": traffic.pending,
         }
-
-    def worker_counters(self) -> list[dict[str, Any]]:
-        """Worker 0's counters and the last ones each other worker sent."""
-        rows = {self.worker: self.counters(), **self.peer_stats}
-        return [rows[worker] for worker in sorted(rows)]
-
-    # ---- operator actions reach every worker -----------------------------------------------
-    def set_weight(self, set_name: str, uri: str, weight: int, cause: str) -> None:
-        super().set_weight(set_name, uri, weight, cause)
-        self._broadcast("weight", set=set_name, uri=uri, weight=weight, cause=cause)
-
-    def reload_file(self, trigger: str = "SIGHUP") -> ReloadOutcome:
-        outcome = super().reload_file(trigger)
-        if self.leader and trigger != "SIGHUP" and outcome.ok:  # SIGHUP reached every worker
-            self._broadcast("reload", trigger=trigger)
-        if self.leader:
-            self.loop.call_soon(functools.partial(self._sync, force=True))
-        return outcome
 
 
 async def serve_worker(
@@ -341,15 +324,13 @@ async def serve_worker(
             exc,
         )
         config = fallback
-    balancer = WorkerBalancer(
-        config, worker=worker, sockets=sockets, counts=counts, config_path=config_path
-    )
-    await balancer.start()
+    member = Worker(config, worker=worker, sockets=sockets, counts=counts, config_path=config_path)
+    await member.start()
     tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, balancer.reload_file, "SIGHUP")
+    loop.add_signal_handler(signal.SIGHUP, member.balancer.reload_file, "SIGHUP")
     await stop.wait()
-    await balancer.stop()
+    await member.stop()
     return 0

@@ -180,7 +180,7 @@ async def test_workers_are_summed(tmp_path: Path) -> None:
 
         assert balancer.proxy is not None
         rows = [
-            row(0, dict(balancer.proxy.stats)),  # as WorkerBalancer.counters() sends it
+            row(0, dict(balancer.proxy.stats)),  # as Worker.own_counters() sends it
             row(1, {"refused:overload": 2, "internal_errors": 1}, drops={"rate": 4}),
             row(2, {}, drops={"rate": 1, "banned": 10}, pending=3),
         ]

@@ -1,5 +1,5 @@
-"""The call counts worker processes share (``siplb.io.shared``), and the pure hooks that feed
-them (``CallAccounting.on_count``, ``Dispatcher.count_calls_with``)."""
+"""The calls and capacity leases worker processes share (``siplb.io.shared``), and what a
+worker tells its dispatch core from them (``told_calls``, ``told_limits``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from siplb.dispatch import (
     NoDestination,
     SetSpec,
 )
-from siplb.dispatch.accounting import CallAccounting
 from siplb.dispatch.dset import NoDestinationReason
 from siplb.io.shared import SLOTS, SharedCallCounts
 
@@ -85,31 +84,53 @@ def test_many_uris_get_distinct_slots(counts: SharedCallCounts) -> None:
         counts.publish(0, "sip:one-too-many", 1)
 
 
-def test_accounting_reports_every_change_of_a_count() -> None:
-    seen: list[tuple[str, int]] = []
-    table = CallAccounting()
-    table.on_count = lambda uri, n: seen.append((uri, n))
-    table.setup_started("c1", A, 0.0)
-    table.setup_started("c2", A, 0.0)
-    table.moved("c2", B, 1.0)
-    table.ended("c1")
-    table.expire(500.0, max_age=10.0, setup_timeout=10.0)
-    assert seen == [(A, 1), (A, 2), (A, 1), (B, 1), (A, 0), (B, 0)]
+def test_others_are_every_other_worker(counts: SharedCallCounts) -> None:
+    counts.publish(0, A, 2)
+    counts.publish(1, A, 3)
+    counts.publish(2, B, 1)
+    assert counts.others(0, [A, B]) == {A: 3, B: 1}
+    assert counts.others(2, [A, B]) == {A: 5}
 
 
-def test_least_calls_and_max_calls_count_with_the_injected_total(
+# (grants asked in order as (worker, cap, want), the leases granted)
+GRANTS = [
+    ([(0, 10, 4), (1, 10, 4), (2, 10, 4)], [4, 4, 2]),  # the cap is never leased twice
+    ([(0, 10, 8), (1, 10, 8), (0, 10, 2), (1, 10, 8)], [8, 2, 2, 8]),  # a give-back frees it
+    ([(0, 2, 5), (1, 2, 1)], [2, 0]),
+    ([(0, 10, 6), (0, 10, 6)], [6, 6]),  # its own lease is not counted against it
+]
+
+
+@pytest.mark.parametrize(("asks", "granted"), GRANTS)
+def test_grants_never_lease_more_than_the_cap(
+    counts: SharedCallCounts, asks: list[tuple[int, int, int]], granted: list[int]
+) -> None:
+    assert [counts.grant(worker, A, cap, want) for worker, cap, want in asks] == granted
+    assert sum(counts.lease(w, A) for w in range(3)) <= asks[-1][1]
+
+
+def test_clear_frees_a_dead_workers_lease(counts: SharedCallCounts) -> None:
+    assert counts.grant(0, A, 10, 10) == 10
+    assert counts.grant(1, A, 10, 5) == 0
+    counts.clear(0)
+    assert counts.grant(1, A, 10, 5) == 5
+
+
+def test_least_calls_and_max_calls_count_what_the_core_is_told(
     counts: SharedCallCounts,
 ) -> None:
-    """Worker 1 holds 2 calls on A: worker 0's least-calls picks B, and A's cap of 2 is full."""
+    """Worker 1 holds 2 calls on A: worker 0's least-calls picks B, and with no lease left on
+    A, worker 0 may not add one there."""
     spec = SetSpec(
         "pbx",
         (DestinationSpec(A, "10.0.0.1", 5060, max_calls=2), DestinationSpec(B, "10.0.0.2", 5060)),
         Algorithm.LEAST_CALLS,
     )
     dispatcher = Dispatcher([spec], HealthSettings(), random.Random(1), 0.0)
-    dispatcher.count_calls_with(counts.total)
-    dispatcher.accounting.on_count = lambda uri, n: counts.publish(0, uri, n)
     counts.publish(1, A, 2)
+    assert counts.grant(1, A, 2, 2) == 2
+    dispatcher.told_calls(counts.others(0, [A, B]))
+    dispatcher.told_limits({A: counts.grant(0, A, 2, 1)})
     choice = dispatcher.choose("pbx")
     assert not isinstance(choice, NoDestination)
     assert choice.uri == B
@@ -118,4 +139,4 @@ def test_least_calls_and_max_calls_count_with_the_injected_total(
     assert isinstance(only_a, NoDestination)
     assert only_a.reason is NoDestinationReason.ALL_FULL
     dispatcher.accounting.setup_started("x", B, 0.0)
-    assert counts.by_worker(B) == [1, 0, 0]
+    assert dispatcher.local_calls() == {B: 1}

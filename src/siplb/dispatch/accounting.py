@@ -7,12 +7,22 @@ or expiry. A 2xx whose ACK never comes (64*T1, RFC 3261 13.3.1.4) ends the call:
 answers nothing must not hold a destination's ``max_calls`` for ``max_call_age``. The number of calls on a
 destination is always the size of its set of live keys, so it can never drift or go negative.
 Events about unknown keys are ignored: a BYE may come for a call set up before a restart.
+
+The established dialogs are shared with the other members of a cluster as a diff, never as a
+whole table: once something drains ``dialog_changes`` the table journals the keys of calls
+confirmed (or touched after confirmation) and of confirmed calls that ended, each in a set of at
+most ``JOURNAL_LIMIT`` keys (a key that does not fit is counted in ``journal_overflow`` and left
+to its expiry elsewhere), and each drain takes at most ``limit`` keys of each: bounded work per
+tick whatever the number of calls. Alone (nothing drains) nothing is journaled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
+from itertools import islice
+
+JOURNAL_LIMIT = 50_000  # keys journaled per set (established, ended) between two drains
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +37,23 @@ class CallEntry:
     acked: bool = False  # the 2xx's ACK passed
 
 
+@dataclass(frozen=True, slots=True)
+class Established:
+    """A confirmed dialog to publish: its key, destination and when it expires (``now``'s clock)."""
+
+    key: Hashable
+    uri: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class DialogChanges:
+    """The dialogs established and ended since the previous drain (at most ``limit`` of each)."""
+
+    established: tuple[Established, ...] = ()
+    ended: tuple[Hashable, ...] = ()
+
+
 class CallAccounting:
     """The live call table; keys are opaque (the proxy uses Call-ID and From tag)."""
 
@@ -34,9 +61,10 @@ class CallAccounting:
         self._calls: dict[Hashable, CallEntry] = {}
         self._by_uri: dict[str, set[Hashable]] = {}
         self._confirmed_total: dict[str, int] = {}
-        # told ``(uri, calls)`` whenever the number of live calls on a URI changes (the shell
-        # publishes it where other worker processes can add it up)
-        self.on_count: Callable[[str, int], None] | None = None
+        self._journaling = False  # set by the first drain of dialog_changes
+        self._established: dict[Hashable, None] = {}  # insertion-ordered sets of keys
+        self._ended: dict[Hashable, None] = {}
+        self.journal_overflow = 0
 
     def setup_started(self, key: Hashable, uri: str, now: float) -> None:
         """An initial INVITE was forwarded to ``uri``. A known key starts over on ``uri``."""
@@ -58,6 +86,9 @@ class CallAccounting:
             return
         self._calls[key] = replace(entry, seen=now, confirmed=True)
         self._confirmed_total[entry.uri] = self._confirmed_total.get(entry.uri, 0) + 1
+        if self._journaling:
+            self._ended.pop(key, None)
+            self._journal(self._established, key)
 
     def acked(self, key: Hashable, now: float) -> None:
         """The ACK of the 2xx passed: the dialog is confirmed (RFC 3261 13.2.2.4)."""
@@ -71,6 +102,8 @@ class CallAccounting:
         entry = self._calls.get(key)
         if entry is not None:
             self._calls[key] = replace(entry, seen=now, acked=entry.confirmed)
+            if entry.confirmed and self._journaling:
+                self._journal(self._established, key)  # its expiry moved
 
     def ended(self, key: Hashable) -> CallEntry | None:
         """BYE, failed setup or CANCEL; returns the entry removed, if any."""
@@ -93,6 +126,34 @@ class CallAccounting:
         for entry in stale:
             self._unlink(entry.key)
         return tuple(stale)
+
+    def dialog_changes(self, limit: int, max_age: float) -> DialogChanges:
+        """Drain up to ``limit`` established and ``limit`` ended dialogs journaled since the
+        previous drain; an established one expires ``max_age`` after it was last seen. The
+        first drain starts the journal with every confirmed call."""
+        if not self._journaling:
+            self._journaling = True
+            for entry in self._calls.values():
+                if entry.confirmed:
+                    self._journal(self._established, entry.key)
+        keys = list(islice(self._established, limit))
+        ended = tuple(islice(self._ended, limit))
+        for key in keys:
+            del self._established[key]
+        for key in ended:
+            del self._ended[key]
+        established = tuple(
+            Established(key, call.uri, call.seen + max_age)
+            for key in keys
+            if (call := self._calls.get(key)) is not None
+        )
+        return DialogChanges(established, ended)
+
+    def _journal(self, keys: dict[Hashable, None], key: Hashable) -> None:
+        if key in keys or len(keys) < JOURNAL_LIMIT:
+            keys[key] = None
+        else:
+            self.journal_overflow += 1
 
     def unconfirmed(self) -> int:
         """Calls answered with a 2xx whose ACK has not passed yet."""
@@ -124,16 +185,15 @@ class CallAccounting:
         self._calls[entry.key] = entry
         keys = self._by_uri.setdefault(entry.uri, set())
         keys.add(entry.key)
-        if self.on_count is not None:
-            self.on_count(entry.uri, len(keys))
 
     def _unlink(self, key: Hashable) -> CallEntry | None:
         entry = self._calls.pop(key, None)
         if entry is not None:
+            if entry.confirmed and self._journaling:
+                self._established.pop(key, None)
+                self._journal(self._ended, key)
             keys = self._by_uri[entry.uri]
             keys.discard(key)
-            if self.on_count is not None:
-                self.on_count(entry.uri, len(keys))
             if not keys:
                 del self._by_uri[entry.uri]
         return entry

@@ -12,7 +12,7 @@ initial state; a removed URI with live calls is set draining and kept until its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from siplb.dispatch.accounting import CallAccounting
@@ -52,10 +52,9 @@ class Dispatcher:
         self._initial = initial
         self._health = HealthTable(health)
         self._accounting = CallAccounting()
-        # what least-calls, max_calls and snapshots count: this table's calls, or a total over
-        # several worker processes (``count_calls_with``), plus the calls other cluster members
-        # hold (``told_calls``); a URI with a told limit is full at that many calls HERE
-        self._count: Callable[[str], int] = self._accounting.active
+        # what least-calls, max_calls and snapshots count: this table's calls plus the calls
+        # the other members (workers, nodes) hold (``told_calls``); a URI with a told limit
+        # (``told_limits``) is full at that many calls HERE
         self._remote: dict[str, int] = {}
         self._limits: dict[str, int] = {}
         self._sets: dict[str, DestinationSet] = {}
@@ -71,12 +70,6 @@ class Dispatcher:
     def accounting(self) -> CallAccounting:
         return self._accounting
 
-    def count_calls_with(self, active: Callable[[str], int]) -> None:
-        """Count a destination's calls with ``active`` (e.g. the sum over every worker
-        process's table) for least-calls, ``max_calls`` and snapshots. Retiring a removed
-        destination still waits for this table's own calls."""
-        self._count = active
-
     def told_calls(self, remote: Mapping[str, int]) -> None:
         """The calls the OTHER cluster members hold on each URI (a whole snapshot): least-calls
         orders by these plus ours, snapshots show the sum."""
@@ -88,7 +81,7 @@ class Dispatcher:
         self._limits = dict(limits)
 
     def _active(self, uri: str) -> int:
-        return self._count(uri) + self._remote.get(uri, 0)
+        return self._accounting.active(uri) + self._remote.get(uri, 0)
 
     def _full(self, uri: str, max_calls: int) -> bool:
         limit = self._limits.get(uri)

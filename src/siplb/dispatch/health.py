@@ -22,7 +22,7 @@ Rules, in one place:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -189,9 +189,6 @@ class HealthTable:
     def __init__(self, settings: HealthSettings) -> None:
         self.settings = settings
         self._machines: dict[str, DestinationHealth] = {}
-        # when set, passive inputs go to ``relay(uri, ok, now, cause)`` instead of this table:
-        # a worker process that follows the health decided by another one
-        self.relay: Callable[[str, bool, float, str], None] | None = None
 
     def add(self, uri: str, now: float, initial: State = State.UP) -> None:
         """Start tracking ``uri``; a URI already tracked keeps its state."""
@@ -234,18 +231,12 @@ class HealthTable:
         machine = self._machines.get(uri)
         if machine is None or not self.settings.passive:
             return None
-        if self.relay is not None:
-            self.relay(uri, False, now, cause)
-            return None
         return machine.failure(now, cause)
 
     def passive_success(self, uri: str, now: float, cause: str = "") -> StateChanged | None:
         """A response seen on live traffic that shows the destination alive."""
         machine = self._machines.get(uri)
         if machine is None or not self.settings.passive:
-            return None
-        if self.relay is not None:
-            self.relay(uri, True, now, cause or "traffic ok")
             return None
         return machine.success(now, cause or "traffic ok")
 

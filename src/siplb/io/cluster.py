@@ -17,6 +17,16 @@ back to an equal share of its cap among the members last seen live, so the clust
 stays under the cap without Redis as long as the members agree on who is live. When Redis is
 back the next batch publishes whole snapshots again (never increments): no count is doubled.
 
+Established dialogs and NAT bindings ride the same batch, as diffs. The link drains at most
+``SHARED_BATCH`` dialogs established and ended (``cluster_dialogs``) and bindings learned and gone
+(``cluster_learned``) per tick and writes them to ``dialog:<tag>`` (its TTL past the latest
+expiry published, so a dead member's dialogs outlive it) and ``bindings``. A member seen gone
+because it fell silent has its dialogs read once; this member keeps those it owns as orphans
+(``siplb.cluster.dialogs``), closed by ``close_orphan`` when their BYE comes here. The
+``bindings`` hash is read when the live members change and every ``BINDINGS_EVERY`` seconds,
+and the balancer is told which bindings to adopt and release (``siplb.cluster.bindings``).
+What Redis did not take is sent again with the next batch.
+
 The channel: one UDP socket per member at ``peer`` (the port plus the worker number), frames
 sealed with the cluster secret (``siplb.cluster.channel``). ``DATAGRAM`` carries a SIP datagram
 to its owner, ``PASSIVE`` a passive health observation to the destination's health owner.
@@ -31,17 +41,30 @@ import os
 import struct
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from siplb.cluster import Member, MemberJoined, MemberLeft, Membership, Ownership, parse_tag
+from siplb.cluster import (
+    LeaveCause,
+    Member,
+    MemberJoined,
+    MemberLeft,
+    Membership,
+    Ownership,
+    parse_tag,
+)
+from siplb.cluster.bindings import BindingShare
 from siplb.cluster.channel import Opened, Opener, Sealer
+from siplb.cluster.dialogs import Orphans, dialog_value
 from siplb.cluster.leases import Leases
 from siplb.cluster.view import AdminAction, AdminVerb, ClusterView, HealthDecision, admin_key
+from siplb.dispatch.accounting import DialogChanges
 from siplb.io.cluster_store import ClusterStore, Lease, Members
-from siplb.io.redis_link import RedisLink
+from siplb.io.redis_link import RedisLink, Step
 from siplb.io.udp import UdpEndpoint, bind_udp
+from siplb.proxy.actions import Target
+from siplb.proxy.keepalive import BindingChanges, Shared, flow_key, parse_flow
 from siplb.settings import ClusterSettings
 
 log = logging.getLogger("siplb.cluster")
@@ -50,6 +73,9 @@ DATAGRAM = 1  # payload: listener index (1), source port (2), host length (1), h
 PASSIVE = 2  # payload: JSON {"uri", "ok", "cause"}
 _SOURCE = struct.Struct("!BHB")
 HEALTH_REPUBLISH = 1.0  # seconds: a health owner writes its decisions again this often
+SHARED_BATCH = 2000  # dialogs (and bindings) drained per tick, of each kind
+PENDING_LIMIT = 50_000  # dialogs (bindings) waiting for Redis: no more is drained meanwhile
+BINDINGS_EVERY = 3.0  # seconds: the bindings hash is read this often (and on member changes)
 CHANNEL_BUFFER = 4 * 1024 * 1024
 
 
@@ -65,6 +91,9 @@ class ClusterHost(Protocol):
     def cluster_admin(self, set_name: str, uri: str, verb: str, value: float | None) -> None: ...
     def cluster_datagram(self, listener: int, source: tuple[str, int], data: bytes) -> None: ...
     def cluster_passive(self, uri: str, ok: bool, cause: str) -> None: ...
+    def cluster_dialogs(self, limit: int) -> DialogChanges: ...  # accounting.dialog_changes
+    def cluster_learned(self, limit: int) -> BindingChanges: ...  # keepalive.changes
+    def cluster_bindings(self, adopt: Sequence[Shared], release: Sequence[Target]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +142,15 @@ class ClusterLink:
         self._health_sent_at = 0.0
         self._admin_out: dict[str, dict[str, Any]] = {}
         self._fallback: dict[str, int] | None = None
+        self.orphans = Orphans()
+        self.bindings = BindingShare()
+        self._dialogs = _Pending()  # call-id -> {uri, expires}, or ended
+        self._dialogs_until = 0.0  # wall clock: the latest expiry published
+        self._orphan_reads: set[Member] = set()
+        self._orphans_closed: dict[Member, set[str]] = {}
+        self._bindings_out = _Pending()  # flow -> {aor, contact, listener, expires, learned_by}
+        self._bindings_read_at = float("-inf")
+        self._bindings_version = -1  # the membership version of the last read
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -185,6 +223,7 @@ class ClusterLink:
         tag = self.me.tag
         health_out = self._health_to_publish(now)
         admin_out, self._admin_out = self._admin_out, {}
+        shared = self._shared_steps(now, time.time())
         steps = [
             store.heartbeat(tag, self._heartbeat_fields(calls)),
             store.members(),
@@ -198,14 +237,18 @@ class ClusterLink:
         ]
         lease_uris = list(asks)
         steps += [store.ask_lease(uri, tag, caps.get(uri, 0), asks[uri]) for uri in lease_uris]
+        steps += [step for step, _, _ in shared]
         readings = await self.redis.run(steps)
         now = loop.time()
         if readings is None:
             self._admin_out = {**admin_out, **self._admin_out}  # sent with the next batch
             self._health_sent_at = 0.0
+            for _, _, failed in shared:
+                failed()
             self._redis_down(now)
             return
-        (_, members, infos, _, counts, _, health, _, admin, *leases) = readings
+        (_, members, infos, _, counts, _, health, _, admin, *rest) = readings
+        leases, rest = rest[: len(lease_uris)], rest[len(lease_uris) :]
         self.last_ok = now
         self.synced = True
         self._fallback = None
@@ -224,6 +267,11 @@ class ClusterLink:
             self._follow(health)
         if admin is not None:
             self._apply_admin(admin)
+        wall = time.time()
+        for (_, done, _), reading in zip(shared, rest, strict=True):
+            done(reading, now, wall)
+        self.orphans.expire(wall)
+        self.stats["orphans"] = len(self.orphans)
 
     def _heartbeat_fields(self, calls: Mapping[str, int]) -> dict[str, str | int | float]:
         return {
@@ -260,6 +308,9 @@ class ClusterLink:
         for event in events:
             if event is not None:
                 log.info("cluster: %s", _describe(event))
+            if isinstance(event, MemberLeft) and event.cause is LeaveCause.SILENT:
+                self._orphan_reads.add(event.member)  # its dialogs, read with the next batch
+                self.kick()
         if self.membership.version != before:
             ownership = self.membership.ownership()
             self.view.members_changed(ownership)
@@ -361,6 +412,123 @@ class ClusterLink:
             set_name, _, uri = key.partition("|")
             self.host.cluster_admin(set_name, uri, str(newer.verb), newer.value)
 
+    # ---- dialogs and bindings: diffs out, whole reads in ----------------------------------
+    def close_orphan(self, call_id: str) -> bool:
+        """The BYE of ``call_id`` came here: close it when it is a dead member's dialog this
+        member keeps (removed from that member's published dialogs with the next batch)."""
+        orphan = self.orphans.close(call_id)
+        if orphan is None:
+            return False
+        self._orphans_closed.setdefault(orphan.member, set()).add(call_id)
+        self.stats["orphans"] = len(self.orphans)
+        self.stats["orphans_closed"] += 1
+        return True
+
+    def _shared_steps(self, now: float, wall: float) -> list[_Shared]:
+        """The dialog and binding steps of this batch, each with what to do with its reading
+        and what to do when the batch did not go through."""
+        self._drain_dialogs(now, wall)
+        self._drain_bindings(now, wall)
+        out = [self._dialogs_step(wall), self._bindings_step()]
+        closed, self._orphans_closed = self._orphans_closed, {}
+        out += [self._close_step(member, call_ids) for member, call_ids in closed.items()]
+        out += [self._orphan_step(member) for member in sorted(self._orphan_reads)]
+        if (
+            self.membership.version != self._bindings_version
+            or now - self._bindings_read_at >= BINDINGS_EVERY
+        ):
+            self._bindings_version = self.membership.version
+            out.append((self.store.read_bindings(), self._assign_bindings, self._bindings_unread))
+        return out
+
+    def _drain_dialogs(self, now: float, wall: float) -> None:
+        pending = self._dialogs
+        if len(pending) >= PENDING_LIMIT:
+            return  # Redis is behind: the accounting journals meanwhile
+        changes = self.host.cluster_dialogs(SHARED_BATCH)
+        for key in changes.ended:
+            pending.remove(_text(key))
+        for dialog in changes.established:
+            expires = wall + dialog.expires - now
+            self._dialogs_until = max(self._dialogs_until, expires)
+            pending.put(_text(dialog.key), dialog_value(dialog.uri, expires))
+
+    def _dialogs_step(self, wall: float) -> _Shared:
+        put, gone = self._dialogs.take()
+        ttl_ms = max(0, round((self._dialogs_until - wall) * 1000)) + self.store.ttl_ms
+        step = self.store.write_dialogs(self.me.tag, put, gone, ttl_ms=ttl_ms)
+        return step, _nothing, lambda: self._dialogs.restore(put, gone)
+
+    def _orphan_step(self, member: Member) -> _Shared:
+        def done(reading: dict[str, dict[str, Any]] | None, now: float, wall: float) -> None:
+            self._orphan_reads.discard(member)
+            if reading:
+                kept = self.orphans.take(member, reading, self.membership.ownership(), wall)
+                self.stats["orphans_taken"] += kept
+                log.info("cluster: %d of %s's dialogs are closed here now", kept, member.tag)
+
+        return self.store.read_dialogs(member.tag), done, _nothing
+
+    def _close_step(self, member: Member, call_ids: set[str]) -> _Shared:
+        def failed() -> None:
+            self._orphans_closed.setdefault(member, set()).update(call_ids)
+
+        return self.store.remove_dialogs(member.tag, call_ids), _nothing, failed
+
+    def _drain_bindings(self, now: float, wall: float) -> None:
+        pending = self._bindings_out
+        if len(pending) >= PENDING_LIMIT:
+            return
+        changes = self.host.cluster_learned(SHARED_BATCH)
+        ownership = self.membership.ownership()
+        release: list[Target] = []
+        for shared in changes.learned:
+            flow = flow_key(shared.flow)
+            pending.put(flow, self._binding_value(shared, now, wall))
+            if not self.bindings.learned(flow, ownership):
+                release.append(shared.flow)  # its owner keeps it open
+        for target in changes.gone:
+            flow = flow_key(target)
+            pending.remove(flow)
+            self.bindings.gone(flow)
+        if release:
+            self.host.cluster_bindings((), release)
+
+    def _binding_value(self, shared: Shared, now: float, wall: float) -> dict[str, Any]:
+        return {
+            "aor": shared.aor.decode("latin-1"),
+            "contact": shared.contact.decode("latin-1"),
+            "listener": shared.listener,
+            "expires": round(wall + shared.expires_at - now, 3),
+            "learned_by": self.me.tag,
+        }
+
+    def _bindings_step(self) -> _Shared:
+        put, gone = self._bindings_out.take()
+        step = self.store.write_bindings(put, gone)
+        return step, _nothing, lambda: self._bindings_out.restore(put, gone)
+
+    def _bindings_unread(self) -> None:
+        self._bindings_version = -1  # read with the next batch
+
+    def _assign_bindings(
+        self, entries: dict[str, dict[str, Any]] | None, now: float, wall: float
+    ) -> None:
+        if entries is None:
+            return
+        self._bindings_read_at = now
+        shared = {flow: b for flow, entry in entries.items() if (b := _binding(flow, entry))}
+        expiries = {flow: b.expires_at for flow, b in shared.items()}
+        assignment = self.bindings.assign(expiries, self.membership.ownership(), wall)
+        for flow in assignment.expired:
+            self._bindings_out.remove(flow)
+        adopt = [_on_loop_clock(shared[flow], now, wall) for flow in assignment.adopt]
+        release = [target for flow in assignment.release if (target := parse_flow(flow))]
+        if adopt or release:
+            self.stats["bindings_adopted"] += len(adopt)
+            self.stats["bindings_released"] += len(release)
+            self.host.cluster_bindings(adopt, release)
+
     # ---- the channel -----------------------------------------------------------------------
     def hand_over(
         self, member: Member, listener: int, source: tuple[str, int], data: bytes
@@ -442,6 +610,76 @@ class ClusterLink:
                 )
             )
         return out
+
+
+# a shared step: the step, what to do with its reading (and the loop and wall clocks), what to
+# do when the batch did not go through
+_Shared = tuple[Step[Any], Callable[[Any, float, float], None], Callable[[], None]]
+
+
+class _Pending:
+    """Hash fields waiting for the next batch: values to put and names to remove."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+        self.gone: set[str] = set()
+
+    def put(self, name: str, value: dict[str, Any]) -> None:
+        self.gone.discard(name)
+        self.values[name] = value
+
+    def remove(self, name: str) -> None:
+        self.values.pop(name, None)
+        self.gone.add(name)
+
+    def take(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        put, gone = self.values, self.gone
+        self.values, self.gone = {}, set()
+        return put, gone
+
+    def restore(self, put: dict[str, dict[str, Any]], gone: set[str]) -> None:
+        """What a failed batch took, under what was added since (newer wins)."""
+        for name in gone:
+            if name not in self.values:
+                self.gone.add(name)
+        for name, value in put.items():
+            if name not in self.values and name not in self.gone:
+                self.values[name] = value
+
+    def __len__(self) -> int:
+        return len(self.values) + len(self.gone)
+
+
+def _nothing(*_: object) -> None:
+    return None
+
+
+def _text(key: Hashable) -> str:
+    """An accounting key (the Call-ID, bytes) as the dialogs hash names it."""
+    return key.decode("latin-1") if isinstance(key, bytes) else str(key)
+
+
+def _binding(flow: str, entry: Mapping[str, Any]) -> Shared | None:
+    """A ``bindings`` entry, its expiry on the wall clock; None when it does not read."""
+    target = parse_flow(flow)
+    if target is None or target.reliable:
+        return None
+    try:
+        return Shared(
+            target,
+            int(entry["listener"]),
+            str(entry["aor"]).encode("latin-1"),
+            str(entry["contact"]).encode("latin-1"),
+            float(entry["expires"]),
+        )
+    except (KeyError, TypeError, ValueError, UnicodeEncodeError):
+        return None
+
+
+def _on_loop_clock(shared: Shared, now: float, wall: float) -> Shared:
+    return Shared(
+        shared.flow, shared.listener, shared.aor, shared.contact, now + shared.expires_at - wall
+    )
 
 
 def _describe(event: object) -> str:

@@ -11,7 +11,7 @@ that re-syncs after Redis came back never doubles a count.
     P health             hash        uri -> JSON {state, cause, by, at} (by the URI's owner)
     P admin              hash        "<set>|<uri>" -> JSON {op, value, stamp, by}
     P dialog:<tag>       hash        call-id -> JSON {uri, expires} (TTL)
-    P bindings           hash        flow -> JSON
+    P bindings           hash        flow -> JSON {aor, contact, listener, expires, learned_by}
 
 Time is Redis's (``TIME`` inside the scripts), so the members' clocks do not matter. A member
 is live while its last heartbeat is less than ``dead_after`` old.
@@ -230,6 +230,10 @@ class ClusterStore:
 
     def read_dialogs(self, tag: str) -> Step[dict[str, dict[str, Any]]]:
         return self._read_json(self.dialogs_key(tag))
+
+    def remove_dialogs(self, tag: str, call_ids: Iterable[str]) -> Step[None]:
+        """Remove dialogs of ``tag`` closed elsewhere (a dead member's); its TTL is left alone."""
+        return self._put(self.dialogs_key(tag), {}, call_ids)
 
     def write_bindings(
         self, put: Mapping[str, Mapping[str, Any]], remove: Iterable[str] = ()

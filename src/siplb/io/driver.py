@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from siplb.logs import RefusalLog
-from siplb.proxy.actions import Send, Target
+from siplb.proxy.actions import HandOver, Send, Target
 from siplb.proxy.core import Proxy
 from siplb.settings import TcpSettings
 from siplb.sip import Limits, ParseError, Request, Response
@@ -52,10 +52,15 @@ class Driver:
         tcp: TcpSettings,
         client_ssl: ssl.SSLContext | None,
         on_event: Callable[[object], None],
+        on_handover: Callable[[HandOver], None] | None = None,
+        after_flush: Callable[[], None] | None = None,
     ) -> None:
         self.loop = loop
         self.core: Proxy | None = None  # None until ``run``: what arrives before is dropped
         self.on_event = on_event
+        # where datagrams owned by another member go (None: nowhere; the sender retransmits)
+        self.on_handover = on_handover
+        self.after_flush = after_flush  # the shell's look at the core after each flush
         self.pool = ConnectionPool(
             loop,
             limits,
@@ -165,7 +170,7 @@ class Driver:
 
     # ---- outputs ---------------------------------------------------------------------------
     def flush(self) -> None:
-        """Send what the core queued, hand over its events, re-arm the timer."""
+        """Send what the core queued, pass on its hand-overs and events, re-arm the timer."""
         core = self.core
         assert core is not None
         if core.out:
@@ -173,6 +178,12 @@ class Driver:
             core.out.clear()
             for send in sends:
                 self.send(send)
+        if core.handovers:
+            handovers = core.handovers[:]
+            core.handovers.clear()
+            if self.on_handover is not None:
+                for handover in handovers:
+                    self.on_handover(handover)
         if core.events:
             events = core.events[:]
             core.events.clear()
@@ -184,6 +195,8 @@ class Driver:
                 self._timer.cancel()
             self._timer_at = deadline
             self._timer = self.loop.call_at(deadline, self._on_timer)
+        if self.after_flush is not None:
+            self.after_flush()
 
     def send(self, send: Send) -> None:
         target = send.target

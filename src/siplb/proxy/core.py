@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from siplb.cluster.member import Member
 from siplb.cluster.ownership import Ownership
 from siplb.dispatch import (
     AdminState,
@@ -117,6 +118,8 @@ class Proxy:
         self.handovers: list[HandOver] = []
         # who decides each destination's health (None: alone, this member decides all)
         self.keys: Ownership | None = None
+        # the one member that decides every destination's health, when not each URI's owner
+        self.health_owner: Member | None = None
         self.routes = tuple(routes)
         self.default_set = default_set
         self._set_specs = {spec.name: spec for spec in sets}
@@ -199,12 +202,26 @@ class Proxy:
         if not self.stage.source_refused(source, now):
             self._receive(message, source, listener, now)
 
-    def members_changed(self, ownership: Ownership, *, datagrams: bool = True) -> None:
+    def members_changed(
+        self,
+        ownership: Ownership,
+        *,
+        datagrams: bool = True,
+        health_owner: Member | None = None,
+    ) -> None:
         """The live members changed: destinations' health (probes, passive observations) moves
         to their owners, and with ``datagrams`` the datagrams too. A node whose listeners are its
         own (not an address shared by every node) owns every datagram it receives among the
-        cluster's nodes: ``datagrams=False`` with the cluster-wide members."""
-        self.keys = None if ownership.alone else ownership
+        cluster's nodes: ``datagrams=False`` with the cluster-wide members. ``health_owner``
+        names one member that decides every destination's health (the workers of one host:
+        worker 0) instead of each URI's rendezvous owner; the others report their passive
+        observations as ``PassiveObserved`` and are built with ``probing=False``."""
+        if health_owner == ownership.me:
+            health_owner = None
+            self.keys = None
+        else:
+            self.keys = None if ownership.alone and health_owner is None else ownership
+        self.health_owner = health_owner
         self.stage.members_changed(ownership if datagrams else Ownership(ownership.me))
         if self.prober is not None:
             self.prober.ownership = self.keys
@@ -655,7 +672,7 @@ class Proxy:
         """A passive observation: this member's to decide when it owns ``uri``'s health, else
         a ``PassiveObserved`` for the owner (a success only while the state is in doubt)."""
         ownership = self.keys
-        if ownership is None or ownership.owns_key(uri.encode()):
+        if ownership is None or (self.health_owner is None and ownership.owns_key(uri.encode())):
             self.passive(uri, ok, cause, now)
             return
         health = self.dispatcher.health

@@ -9,18 +9,29 @@ UDP phones get an OPTIONS (an answer of any status proves the binding is open); 
 CRLF CRLF ping (RFC 5626 3.5.1) on their own connection, whose loss the shell reports. A phone
 that leaves ``misses`` pings in a row unanswered, or whose connection is gone, is reported once
 (``PhoneUnreachable``); an answer afterwards reports it back (``PhoneReachable``).
+
+In a cluster one live member keeps each binding open, whichever member learned it. Keepalive
+exports what it learns as a diff the shell drains (``changes``: bindings learned or refreshed,
+and bindings gone: unregistered, expired, connection lost), at most ``EXPORT_LIMIT`` flows
+pending (more are counted in ``keepalive_export_overflow``). It is told which bindings it keeps
+for others (``adopt``: one learned elsewhere that this member now owns) and which it no longer
+keeps (``release``: another member owns it now; nothing is exported, the binding lives on
+there). Only UDP bindings are shared: a stream phone's flow is a connection to the member that
+learned it, and no other member can ping it.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from itertools import islice
 
 from .actions import PhoneReachable, PhoneUnreachable, Target
 from .context import Context
 
 SLOTS = 64
 CRLF_PING = b"\r\n\r\n"
+EXPORT_LIMIT = 50_000  # flows pending export between two drains
 
 
 @dataclass(slots=True)
@@ -34,6 +45,39 @@ class Binding:
     pending: str | None = None  # branch of the unanswered OPTIONS
     misses: int = 0
     reported: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """A binding as members share it; ``expires_at`` on the clock of the ``now`` it is used with."""
+
+    flow: Target
+    listener: int
+    aor: bytes
+    contact: bytes
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChanges:
+    """Bindings learned or refreshed, and flows whose binding is gone, since the last drain."""
+
+    learned: tuple[Shared, ...] = ()
+    gone: tuple[Target, ...] = ()
+
+
+def flow_key(flow: Target) -> str:
+    """The name a flow is shared under: ``transport:host:port``."""
+    return f"{flow.transport}:{flow.host}:{flow.port}"
+
+
+def parse_flow(key: str) -> Target | None:
+    """The flow ``flow_key`` named, or ``None`` for a name it cannot have made."""
+    transport, _, rest = key.partition(":")
+    host, _, port = rest.rpartition(":")
+    if transport not in ("udp", "tcp", "tls") or not host or not port.isdigit():
+        return None
+    return Target(transport, host, int(port), flow=True)
 
 
 class Keepalive:
@@ -54,6 +98,8 @@ class Keepalive:
         self.position = 0
         self.deadline: float | None = None
         self._seq = 0
+        self._exporting = False  # set by the first drain of changes
+        self._export: dict[Target, Shared | None] = {}  # flow -> learned, or None: gone
 
     # ---- what the registrar front end learns ---------------------------------------------------
     def learned(
@@ -63,6 +109,61 @@ class Keepalive:
         if expires <= 0:
             self.forget(flow)
             return
+        if self._keep(flow, listener, aor, contact, now + expires, now):
+            self._exported(flow, _shared(self.bindings[flow]))
+
+    def adopt(self, shared: Shared, now: float) -> None:
+        """Keep open a binding another member learned: this member owns it now."""
+        if shared.expires_at > now and not shared.flow.reliable:
+            flow, expires_at = shared.flow, shared.expires_at
+            self._keep(flow, shared.listener, shared.aor, shared.contact, expires_at, now)
+
+    def release(self, flow: Target) -> None:
+        """Stop keeping ``flow`` open: another member owns it now (nothing is exported)."""
+        self._drop(flow)
+
+    def forget(self, flow: Target) -> None:
+        """The binding is gone (unregistered, expired, its connection lost); exported as gone
+        even when another member keeps it open (a phone unregistering through us)."""
+        self._drop(flow)
+        self._exported(flow, None)
+
+    def changes(self, limit: int) -> BindingChanges:
+        """Drain up to ``limit`` exported flows: bindings learned or refreshed, and gone. The
+        first drain starts the export with every binding kept."""
+        if not self._exporting:
+            self._exporting = True
+            for binding in self.bindings.values():
+                self._exported(binding.flow, _shared(binding))
+        flows = list(islice(self._export, limit))
+        learned: list[Shared] = []
+        gone: list[Target] = []
+        for flow in flows:
+            shared = self._export.pop(flow)
+            if shared is None:
+                gone.append(flow)
+            else:
+                learned.append(shared)
+        return BindingChanges(tuple(learned), tuple(gone))
+
+    def _exported(self, flow: Target, shared: Shared | None) -> None:
+        if not self._exporting or flow.reliable:
+            return
+        if flow in self._export or len(self._export) < EXPORT_LIMIT:
+            self._export[flow] = shared
+        else:
+            self.context.stats["keepalive_export_overflow"] += 1
+
+    def _keep(
+        self,
+        flow: Target,
+        listener: int,
+        aor: bytes,
+        contact: bytes,
+        expires_at: float,
+        now: float,
+    ) -> bool:
+        """Add or refresh the binding for ``flow``; False when the table is full."""
         previous = self.by_contact.get((aor, contact))
         if previous is not None and previous != flow:
             self.forget(previous)  # the phone registered again from a new NAT binding
@@ -70,27 +171,30 @@ class Keepalive:
         if binding is None:
             if len(self.bindings) >= self.max_bindings:
                 self.context.stats["keepalive_bindings_refused"] += 1
-                return
+                return False
             slot = zlib.crc32(str(flow).encode()) % SLOTS
-            binding = Binding(flow, listener, aor, contact, now + expires, slot)
+            binding = Binding(flow, listener, aor, contact, expires_at, slot)
             self.bindings[flow] = binding
             self.wheel[slot].add(flow)
         else:
             self.by_contact.pop((binding.aor, binding.contact), None)
             binding.listener, binding.aor, binding.contact = listener, aor, contact
-            binding.expires_at = now + expires
+            binding.expires_at = expires_at
         self.by_contact[(aor, contact)] = flow
         if self.deadline is None:
             self.context.heap.schedule(self, now + self.tick)
+        return True
 
-    def forget(self, flow: Target) -> None:
+    def _drop(self, flow: Target) -> bool:
         binding = self.bindings.pop(flow, None)
-        if binding is not None:
-            self.wheel[binding.slot].discard(flow)
-            if self.by_contact.get((binding.aor, binding.contact)) == flow:
-                del self.by_contact[(binding.aor, binding.contact)]
-            if binding.pending is not None:
-                self.by_branch.pop(binding.pending, None)
+        if binding is None:
+            return False
+        self.wheel[binding.slot].discard(flow)
+        if self.by_contact.get((binding.aor, binding.contact)) == flow:
+            del self.by_contact[(binding.aor, binding.contact)]
+        if binding.pending is not None:
+            self.by_branch.pop(binding.pending, None)
+        return True
 
     # ---- inputs from the core --------------------------------------------------------------------
     def on_timer(self, now: float) -> None:
@@ -166,6 +270,10 @@ class Keepalive:
         binding.pending = branch
         self.by_branch[branch] = binding.flow
         context.send(data, binding.flow, binding.listener)
+
+
+def _shared(binding: Binding) -> Shared:
+    return Shared(binding.flow, binding.listener, binding.aor, binding.contact, binding.expires_at)
 
 
 def _text(raw: bytes) -> str:
