@@ -5,6 +5,7 @@
     python bench/run.py --only cpu,sweep     # some figures: cpu500 cpu2000 (cpu) sweep latency memory
     python bench/run.py --quick              # shorter runs, 1 pair: tries the machinery
     python bench/run.py --smoke              # one short pair at 50 calls/s (about 15 s)
+    python bench/run.py --cluster            # siplb as a [cluster] node (a real Redis on loopback)
 
 SIPp (Debian ``sip-tester``) is the caller and two callees; the balancer under test sits in
 between: ``siplb run`` with the end-to-end harness's config (round robin over the two callees,
@@ -242,7 +243,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a [proxy] setting for siplb, e.g. overload_backlog=0 (repeatable)",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run siplb as a one-node [cluster] against a redis-server started on loopback",
+    )
     return parser.parse_args(argv)
+
+
+def cluster_section(workdir: Path) -> tuple[str, Any]:
+    """A started redis-server on a loopback port and the ``[cluster]`` section that uses it."""
+    sys.path.insert(0, str(REPO / "tests" / "redis"))
+    from redis_servers import RedisServer, free_port
+
+    server = RedisServer(workdir / "redis")
+    server.start()
+    section = (
+        f'\n[cluster]\nnode_id = "b1"\nredis = "redis://127.0.0.1:{server.port}/0"\n'
+        f'peer = "127.0.0.1:{free_port()}"\nsecret = "{os.urandom(24).hex()}"\n'
+    )
+    return section, server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     proxy_lines = [*SIPLB_PROXY, *(line.replace("=", " = ", 1) for line in args.siplb_proxy)]
     siplb_extra = "[proxy]\n" + "\n".join(proxy_lines) + "\n"
+    redis = None
+    if args.cluster:
+        section, redis = cluster_section(workdir)
+        siplb_extra += section
     report["siplb_extra"] = siplb_extra
     started = time.monotonic()
     try:
@@ -293,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: every process was stopped; partial results follow", file=sys.stderr)
     finally:
+        if redis is not None:
+            redis.stop()
         report["seconds"] = round(time.monotonic() - started, 1)
         report["load_average_after"] = os.getloadavg()
         out_path.parent.mkdir(parents=True, exist_ok=True)
