@@ -13,13 +13,14 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from siplb.cluster import Member
 from siplb.cluster.channel import Sealer
 
-from .balancer import SiplbProcess
+from .balancer import ADMIN_TOKEN, SiplbProcess
 from .cluster import (
     SECRET,
     cluster_section,
@@ -31,6 +32,7 @@ from .cluster import (
 )
 from .conftest import SippLauncher
 from .harness import free_port
+from .test_dashboard import browser  # noqa: F401 (the module's Chromium fixture)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "redis"))
 from redis_servers import RedisServer, SentinelGroup, redis_available
@@ -325,3 +327,48 @@ def test_forged_and_replayed_node_messages_are_dropped(
         phone.settimeout(0.5)
         with pytest.raises(TimeoutError):
             phone.recvfrom(65535)  # the replay was not answered
+
+
+def test_a_node_that_leaves_on_purpose_costs_no_call(
+    sipp: SippLauncher, e2e_workdir: Path, redis: RedisServer, nodes: list[SiplbProcess]
+) -> None:
+    uases = sipp.uases(2)
+    n1, n2, n3 = _start_cluster(
+        e2e_workdir, nodes, [u.sip_uri for u in uases], f"redis://127.0.0.1:{redis.port}/0"
+    )
+    uacs = [
+        sipp.uac(n.address, calls=120, rate=40, duration_ms=300, timeout_s=60) for n in (n1, n2)
+    ]
+    time.sleep(1.0)
+    assert n3.stop() == 0, n3.log_tail()  # SIGTERM: drain, then leave the cluster
+    wait_for("n1 sees n3 gone", lambda: "n3" not in live_nodes(n1), timeout=1.0)
+    assert any("member n3.0 gone (left)" in e.get("msg", "") for e in n1.log_lines())
+    for uac in uacs:
+        result = uac.wait()
+        assert result.stats.successful_calls == 120, result.describe()
+        assert result.stats.failed_calls == 0, result.describe()
+
+
+def test_the_dashboard_shows_every_node_and_a_death(
+    browser: Any,  # noqa: F811 (the fixture imported above)
+    sipp: SippLauncher,
+    e2e_workdir: Path,
+    redis: RedisServer,
+    nodes: list[SiplbProcess],
+) -> None:
+    uas = sipp.uas()
+    n1, _, n3 = _start_cluster(
+        e2e_workdir, nodes, [uas.sip_uri], f"redis://127.0.0.1:{redis.port}/0"
+    )
+    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    context.add_init_script(f"localStorage.setItem('siplb.admin.token', {ADMIN_TOKEN!r})")
+    page = context.new_page()
+    page.goto(n1.admin_url + "/")
+    page.wait_for_selector("#cluster:not([hidden])", timeout=5000)
+    page.wait_for_function("document.querySelectorAll('#c-rows tr').length === 3", timeout=5000)
+    assert page.locator("#c-nodes").inner_text() == "3"
+    n3.signal(signal.SIGKILL)
+    page.wait_for_function("document.querySelectorAll('#c-rows tr').length === 2", timeout=5000)
+    assert "n3.0" not in page.locator("#c-rows").inner_text()
+    page.screenshot(path=str(e2e_workdir / "cluster.png"), full_page=True)
+    context.close()
