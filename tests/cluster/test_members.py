@@ -62,50 +62,6 @@ def test_version_and_ownership_follow_changes() -> None:
     assert view.ownership().alone
 
 
-# Store stamps (seconds of the store's clock) are far from ours: only their movement counts.
-STORE = 1_700_000_000.0
-
-
-def test_observe_follows_stamps_that_move() -> None:
-    view = Membership(ME, DEAD_AFTER)
-    events = view.observe({ME: STORE, B: STORE - 0.1}, now=10.0)
-    assert events == [MemberJoined(B, 10.0)]
-    # B's stamp moves: heard again at our now, whatever its value
-    assert view.observe({ME: STORE + 0.2, B: STORE + 0.1}, now=10.2) == []
-    assert view.last_heard(B) == 10.2
-    # B stops: still for dead_after of OUR clock -> gone, though the store still lists it
-    assert view.observe({ME: STORE + 0.4, B: STORE + 0.1}, now=10.6) == []
-    assert view.observe({ME: STORE + 1.0, B: STORE + 0.1}, now=10.95) == [
-        MemberLeft(B, 10.95, LeaveCause.SILENT)
-    ]
-    # ... and its stale entry does not bring it back; a moving stamp does
-    assert view.observe({ME: STORE + 1.2, B: STORE + 0.1}, now=11.2) == []
-    assert view.observe({ME: STORE + 1.4, B: STORE + 1.35}, now=11.4) == [MemberJoined(B, 11.4)]
-
-
-def test_observe_a_member_gone_from_the_store_left() -> None:
-    view = Membership(ME, DEAD_AFTER)
-    view.observe({ME: STORE, B: STORE, C: STORE}, now=1.0)
-    assert view.live == (ME, B, C)
-    assert view.observe({ME: STORE + 0.2, C: STORE + 0.2}, now=1.2) == [
-        MemberLeft(B, 1.2, LeaveCause.LEFT)
-    ]
-    assert view.live == (ME, C)
-
-
-def test_observe_a_dead_members_leftover_does_not_join() -> None:
-    view = Membership(ME, DEAD_AFTER)
-    # C's stamp is 5 s older than the newest one on the store's clock: a leftover
-    assert view.observe({ME: STORE, C: STORE - 5.0}, now=1.0) == []
-    assert view.observe({ME: STORE + 0.2, C: STORE + 0.15}, now=1.2) == [MemberJoined(C, 1.2)]
-
-
-def test_observe_without_me_keeps_me() -> None:
-    view = Membership(ME, DEAD_AFTER)
-    assert view.observe({}, now=1.0) == []  # a store that restarted empty
-    assert view.live == (ME,)
-
-
 # (tag, member)
 TAGS = [
     ("n1.0", Member("n1", 0)),

@@ -35,7 +35,7 @@ from .harness import free_port
 from .test_dashboard import browser  # noqa: F401 (the module's Chromium fixture)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "redis"))
-from redis_servers import RedisServer, SentinelGroup, redis_available
+from redis_servers import RedisServer, SentinelGroup, redis_available, running_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -46,14 +46,8 @@ SLACK_S = 0.5  # a loaded 2-core machine
 
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if not redis_available():
-        pytest.fail("redis-server and redis-sentinel are needed (make system-deps)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_servers import RedisServer, SentinelGroup, redis_available
+from redis_servers import RedisServer, SentinelGroup, redis_available, running_redis
 
 HERE = Path(__file__).parent
 PER_TEST_TIMEOUT = 30.0
@@ -22,14 +22,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if not redis_available():
-        pytest.fail("redis-server is not installed (make system-deps)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

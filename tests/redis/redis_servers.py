@@ -16,11 +16,15 @@ package named ``redis`` in ``tests/`` would hide redis-py.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 HOST = "127.0.0.1"
 START_DEADLINE = 10.0
@@ -85,6 +89,32 @@ def wait_for(check: object, what: str, deadline: float = START_DEADLINE) -> None
     raise AssertionError(f"timed out after {deadline:g} s waiting for {what}")
 
 
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 5 s; waits for the process to be gone."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_redis(folder: Path) -> Iterator[RedisServer]:
+    """A started ``redis-server`` in ``folder``, stopped on exit; fails (never skips) when the
+    Debian packages are missing."""
+    if not redis_available():
+        pytest.fail("redis-server and redis-sentinel are needed (make system-deps)")
+    server = RedisServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class RedisServer:
     """One ``redis-server`` on ``HOST``; its port stays the same across restarts."""
 
@@ -120,13 +150,7 @@ class RedisServer:
         self.process = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        _terminate(self.process)
         self.process = None
 
 
@@ -171,13 +195,7 @@ class Sentinel:
         return fields.get("flags") == "slave" and fields.get("master-link-status") == "ok"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        _terminate(self.process)
         self.process = None
 
 

@@ -12,14 +12,10 @@ Membership rules (``Membership``), all on this member's clock ``now``:
 - every change of the live set bumps ``version``, and each change is returned as an event
   (``MemberJoined``, ``MemberLeft``), never logged here.
 
-A store that keeps each member's last heartbeat on its own clock (Redis server time) is read
-with ``observe(snapshot, now)``: stamps of different clocks are never compared with ``now``.
-A member counts as heard at ``now`` when its stamp has advanced since the previous snapshot, so
-a member whose stamp stays still for ``dead_after`` of OUR clock is gone; a member missing from
-the snapshot removed itself (``LEFT``). A snapshot is the whole list: a ``Membership`` is fed
-either by ``heard`` or by ``observe``, not both. A member seen for the first time joins only when its
-stamp is within ``dead_after`` of the newest stamp in the snapshot (the store's clock against
-itself); an older one is a dead member's leftover and joins once its stamp moves.
+A store that keeps each member's last heartbeat on its own clock (Redis server time) judges
+liveness on that clock; its reader feeds the verdicts in: ``heard`` for a member live there,
+``gone`` (cause ``SILENT``) for one whose heartbeat is too old, ``left`` for one that removed
+itself.
 """
 
 from __future__ import annotations
@@ -72,7 +68,6 @@ class Membership:
         self.version = 0
         self._heard: dict[Member, float] = {me: float("-inf")}  # live member -> last heard
         self._info: dict[Member, Mapping[str, object]] = {}
-        self._stamps: dict[Member, float] = {}  # store stamp last seen by observe()
         self._live: tuple[Member, ...] = (me,)
         self._ownership: Ownership | None = None
 
@@ -117,23 +112,6 @@ class Membership:
         limit = now - self.dead_after
         silent = [m for m, at in self._heard.items() if at < limit and m != self.me]
         return [e for m in silent if (e := self._remove(m, now, LeaveCause.SILENT)) is not None]
-
-    def observe(self, snapshot: Mapping[Member, float], now: float) -> list[MemberEvent]:
-        """A poll of the store: every member's last heartbeat stamp on the store's clock."""
-        events: list[MemberEvent] = []
-        newest = max(snapshot.values(), default=0.0)
-        for member, stamp in snapshot.items():
-            before = self._stamps.get(member)
-            self._stamps[member] = stamp
-            fresh = stamp > before if before is not None else newest - stamp <= self.dead_after
-            if fresh and (joined := self.heard(member, now)) is not None:
-                events.append(joined)
-        for member in [m for m in self._stamps if m not in snapshot]:
-            del self._stamps[member]
-        gone = [m for m in self._heard if m not in snapshot and m != self.me]
-        events.extend(e for m in gone if (e := self.left(m, now)) is not None)
-        events.extend(self.expire(now))
-        return events
 
     def ownership(self) -> Ownership:
         """Who owns what among the current live members (the same object until they change)."""

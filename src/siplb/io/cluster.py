@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import struct
 import time
 from collections import Counter
@@ -689,7 +688,3 @@ def _describe(event: object) -> str:
     if cause is None:
         return f"member {tag} joined"
     return f"member {tag} gone ({cause.value})"
-
-
-def new_boot() -> int:
-    return int.from_bytes(os.urandom(6), "big")
