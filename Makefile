@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel
+APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived
 
 .PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean
 
@@ -25,7 +25,9 @@ venv: $(STAMP)
 # dashboard tests drive through Playwright (Debian packages; Playwright downloads no browser);
 # openssl makes the TLS tests' certificates, iproute2 and iptables build the NAT test's
 # network namespaces, nftables holds bans in the kernel (tested in a namespace); redis-server and
-# redis-sentinel are the cluster's shared store and its failover (started on loopback ports).
+# redis-sentinel are the cluster's shared store and its failover (started on loopback ports);
+# exabgp and bird2 announce and route the anycast address, keepalived moves a VRRP address (all
+# three started by the tests inside network namespaces).
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
@@ -37,6 +39,9 @@ system-deps:
 	command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing="$$missing nftables"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-sentinel >/dev/null 2>&1 || missing="$$missing redis-sentinel"; \
+	[ -x /usr/sbin/exabgp ] || [ -x /usr/bin/exabgp ] || missing="$$missing exabgp"; \
+	[ -x /usr/sbin/bird ] || missing="$$missing bird2"; \
+	[ -x /usr/sbin/keepalived ] || missing="$$missing keepalived"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

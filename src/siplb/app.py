@@ -29,6 +29,7 @@ from siplb.admin.view import (
 from siplb.admin.view import DestinationView as DestinationView  # siplb.demo reads it here
 from siplb.admin.views import display_state
 from siplb.cluster import Ownership
+from siplb.cluster.setups import CallNote, Setup, SetupEnded
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
 from siplb.dispatch.accounting import DialogChanges
@@ -145,6 +146,7 @@ class Balancer:
         self.peers = peers
         self.nft: NftBans | None = None
         self.link: ClusterLink | None = None  # [cluster]: this member's link to the others
+        self.draining = False  # the node is drained: unhealthy, its calls finish, no new ones
 
     # ---- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,6 +161,7 @@ class Balancer:
                 port,
                 advertise.host if advertise else None,
                 advertise.port if advertise else None,
+                spec.anycast,
             )
             self.listeners.append(listener)
             log.info("listening on %s %s:%d", spec.transport, spec.host, port)
@@ -184,10 +187,19 @@ class Balancer:
         self._view = ProxyView(self.proxy, self.driver.pool)
         self.driver.run(self.proxy)
         if config.cluster is not None:
-            self.link = ClusterLink(
-                config.cluster, self, worker=self.worker, config_hash=config.config_hash
+            self.link = link = ClusterLink(
+                config.cluster,
+                self,
+                worker=self.worker,
+                config_hash=config.config_hash,
+                shared_hosts=sorted({lst.host for lst in self.listeners if lst.anycast}),
             )
-            await self.link.start()
+            if self.anycast:  # any node may receive any datagram: hand it to its owner
+                self.proxy.share_setups()
+                self.driver.on_handover = self._hand_over
+                self.driver.on_setups = link.tell_setups
+            link.draining = self.draining
+            await link.start()
         if self.with_admin and self.config.admin.enabled:
             await self._start_admin()
         if self.pushes_bans and config.protection.nftables.enabled:
@@ -204,7 +216,7 @@ class Balancer:
             sock = (
                 given[index]
                 if given is not None
-                else bind_udp(spec.host, spec.port, spec.recv_buffer)
+                else bind_udp(spec.host, spec.port, spec.recv_buffer, freebind=spec.anycast)
             )
             return await self.driver.open_udp(index, sock)
         if not self.streams:
@@ -405,6 +417,24 @@ class Balancer:
         if self.admin is not None:
             self.admin.config_changed()
 
+    @property
+    def joining(self) -> bool:
+        """In a cluster and not yet in step with it (``ClusterLink.warming``)."""
+        link = self.link
+        return link is not None and link.warming
+
+    # ---- the node drained (an operator, or SIGTERM before the calls drain) ---------------------
+    def drain_node(self, on: bool, cause: str) -> None:
+        """Drain (``on``) or resume the whole node: health reads unhealthy, so routes are
+        withdrawn and VRRP moves; in a cluster the other nodes take its new calls while the
+        calls it has finish here."""
+        if on == self.draining:
+            return
+        self.draining = on
+        log.info("node %s (%s)", "drained" if on else "resumed", cause)
+        if self.link is not None:
+            self.link.set_draining(on)
+
     # ---- the cluster link's host (``siplb.io.cluster.ClusterHost``) ---------------------------
     def cluster_calls(self) -> dict[str, int]:
         assert self.proxy is not None
@@ -428,11 +458,48 @@ class Balancer:
             out[uri] = (str(snap.probe_state), snap.cause)
         return out
 
+    @property
+    def anycast(self) -> bool:
+        """Some listener's address is every node's (``anycast = true``)."""
+        return any(listener.anycast for listener in self.listeners)
+
     def cluster_members(self, ownership: Ownership) -> None:
         assert self.proxy is not None
-        # the listeners are this node's own addresses: the datagrams they get are this node's
-        self.proxy.members_changed(ownership, datagrams=False)
+        proxy = self.proxy
+        if self.anycast:
+            # an anycast listener's datagrams may be any node's; the others' are this node's
+            shared = frozenset(lst.index for lst in self.listeners if lst.anycast)
+            proxy.members_changed(ownership, shared=shared)
+            adopted = proxy.adopt_orphans(self.loop.time())
+            if adopted and self.link is not None:
+                self.link.stats["setups_adopted"] += adopted
+                log.info("cluster: continuing %d calls in setup of nodes gone", adopted)
+        else:  # the listeners are this node's own addresses: their datagrams are this node's
+            proxy.members_changed(ownership, datagrams=False)
         self.driver.flush()
+
+    def _hand_over(self, handover: HandOver) -> None:
+        if self.link is not None:
+            source = (handover.source.host, handover.source.port)
+            self.link.hand_over(handover.member, handover.listener, source, handover.data)
+
+    def cluster_own_setups(self) -> list[Setup]:
+        proxy = self.proxy
+        setups = proxy.setups if proxy is not None else None
+        if proxy is None or setups is None:
+            return []
+        return setups.owned_by(proxy.branches.member)
+
+    def cluster_setup(self, note: CallNote) -> None:
+        proxy = self.proxy
+        if proxy is None:
+            return
+        if isinstance(note, Setup):
+            proxy.setup_heard(note, self.loop.time())
+        elif isinstance(note, SetupEnded):
+            proxy.setup_ended(note.call_id, note.owner)
+        elif not proxy.call_ended(note.call_id) and self.link is not None:
+            self.link.close_orphan(note.call_id.decode("latin-1"))  # a dead node's dialog
 
     def cluster_told(self, remote: dict[str, int], limits: dict[str, int]) -> None:
         assert self.proxy is not None
@@ -467,7 +534,7 @@ class Balancer:
 
     def cluster_datagram(self, listener: int, source: tuple[str, int], data: bytes) -> None:
         if self.proxy is not None and 0 <= listener < len(self.listeners):
-            self.driver.datagram(listener, data, source)
+            self.driver.datagram(listener, data, source, handed=True)
 
     def cluster_passive(self, uri: str, ok: bool, cause: str) -> None:
         if self.proxy is not None:
@@ -680,7 +747,15 @@ def tune_gc() -> None:
 
 
 async def serve(config_path: Path) -> int:
-    """``siplb run``: run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    """``siplb run``: run until SIGTERM/SIGINT; SIGHUP reloads the config file.
+
+    SIGTERM (or SIGINT) first drains the node: it reads unhealthy, so ``siplb announce``
+    withdraws its route (or keepalived moves the address), while it goes on serving every
+    request for ``[health] withdraw_delay``, the time the routers need to stop sending here.
+    Then it stops as before: no new calls, the grace period for transactions. A second signal
+    cuts the delay short."""
+    from contextlib import suppress
+
     config = load_config(config_path)
     balancer = Balancer(config, admin=True, config_path=config_path)
     await balancer.start()
@@ -691,6 +766,14 @@ async def serve(config_path: Path) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, balancer.reload_file, "SIGHUP")
     await stop.wait()
-    log.info("stopping: no new calls, %.1f s for transactions to finish", config.proxy.grace_period)
+    stop.clear()
+    delay = balancer.config.readiness.withdraw_delay
+    balancer.drain_node(True, "stop signal")
+    if delay > 0:
+        log.info("stopping: unhealthy now, serving %.1f s more while routes are withdrawn", delay)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    grace = balancer.config.proxy.grace_period
+    log.info("stopping: no new calls, %.1f s for transactions to finish", grace)
     await balancer.stop()
     return 0

@@ -1,5 +1,5 @@
-"""``siplb run | check | demo | status | dest | reload | bans | ban | unban`` (DESIGN.md
-section 5)."""
+"""``siplb run | check | demo | status | dest | reload | bans | ban | unban | health | node |
+announce`` (DESIGN.md section 5)."""
 
 from __future__ import annotations
 
@@ -348,3 +348,101 @@ def unban(
     client = _client(admin_url, token_file, config_path)
     view = _call(lambda: client.request("DELETE", f"/api/bans/{quote(host, safe='')}"))
     click.echo(f"ban on {view['host']} lifted")
+
+
+# ---- the node's health: keepalived's vrrp_script, ExaBGP's routes, an operator's drain -----------
+HEALTHY, UNHEALTHY, UNREACHABLE = 0, 1, 2
+
+
+@main.command()
+@_admin_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 60, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait for the answer; no answer in time counts as unreachable.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing; the exit code tells.")
+def health(
+    admin_url: str | None,
+    token_file: Path | None,
+    config_path: Path | None,
+    timeout: float,
+    quiet: bool,
+) -> None:
+    """Exit 0 when the running balancer is healthy, 1 when it is not (drained, stopping, no
+    destination up by [health] sets), 2 when it cannot be asked; one line says which."""
+    from dataclasses import replace
+
+    from siplb.admin.client import AdminError
+
+    client = replace(_client(admin_url, token_file, config_path), timeout=timeout)
+    try:
+        body = client.health()
+    except AdminError as exc:
+        if not quiet:
+            click.echo(f"unreachable: {exc.message}")
+        sys.exit(UNREACHABLE)
+    if not quiet:
+        click.echo(_health_line(body))
+    sys.exit(HEALTHY if body.get("healthy") is True else UNHEALTHY)
+
+
+def _health_line(body: Any) -> str:
+    node = body.get("node_id", "?")
+    if body.get("healthy") is True:
+        return f"healthy (node {node})"
+    return f"unhealthy (node {node}): {'; '.join(body.get('reasons') or ['no reason given'])}"
+
+
+@main.group()
+def node() -> None:
+    """Drain or resume this whole node (its route is withdrawn, VRRP moves away)."""
+
+
+def _node_action(action: str, drain: bool, summary: str) -> None:
+    @node.command(action, help=summary)
+    @_admin_options
+    def command(admin_url: str | None, token_file: Path | None, config_path: Path | None) -> None:
+        client = _client(admin_url, token_file, config_path)
+        body = _call(lambda: client.drain_node(drain))
+        click.echo(_health_line(body))
+
+
+_node_action(
+    "drain",
+    True,
+    "Mark the node drained: it reads unhealthy, so its route is withdrawn (or the VRRP address "
+    "moves); in a cluster the other nodes take its new calls while its calls finish here.",
+)
+_node_action("resume", False, "Undo a drain: the node is healthy again when its checks pass.")
+
+
+@main.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--admin",
+    "admin_url",
+    envvar="SIPLB_ADMIN",
+    default=None,
+    help="Admin API URL (default $SIPLB_ADMIN, else the config's [admin] listen).",
+)
+def announce(config_path: Path, admin_url: str | None) -> None:
+    """Run under ExaBGP (its process API, text encoder): announce the config's [announce]
+    prefixes while the node is healthy, withdraw them within a second when it is not, or
+    when siplb dies or hangs. Ends when ExaBGP closes its stdin."""
+    from siplb.io.driver import run_loop
+    from siplb.io.exabgp import run_announcer
+    from siplb.logs import setup_logging
+
+    client = _client(admin_url, None, config_path)
+    config = load_config(config_path)
+    if config.announce is None:
+        click.echo(f"{config_path}: no [announce] table: nothing to announce", err=True)
+        sys.exit(2)
+    setup_logging(config.log.level, config.log.format)
+    announcer = run_announcer(
+        config.announce, client.url, client.token, sys.stdin.buffer, sys.stdout
+    )
+    sys.exit(run_loop(announcer))

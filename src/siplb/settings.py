@@ -55,6 +55,7 @@ class ListenerSettings:
     tls: TlsFiles | None = None  # set exactly when transport == "tls"
     verify_client: bool = False  # TLS: require a client certificate signed by tls.ca
     name: str | None = None  # for [[acl]] listeners = [...]
+    anycast: bool = False  # the same address on every node of the cluster ([cluster] needed)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -316,6 +317,8 @@ class Config:
     source: str = "<string>"  # the file's path, or what the caller named the text
     digest: str = ""  # sha256 hex of the file's bytes
     config_hash: str = ""  # what nodes compare to show config skew (siplb.config.hashing)
+    readiness: NodeHealthSettings = field(default_factory=lambda: NodeHealthSettings())
+    announce: AnnounceSettings | None = None  # None: no [announce] table
 
     @property
     def node_id(self) -> str:
@@ -329,3 +332,32 @@ class Config:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+
+# ---- the node's own health, and the routes announced while it is healthy ---------------------
+SetsPolicy = Literal["any", "every"] | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealthSettings:
+    """``[health] sets`` and ``withdraw_delay``: when the whole node counts as healthy
+    (``siplb.readiness``), and how long SIGTERM keeps it serving while unhealthy.
+
+    ``sets``: ``"any"`` (some destination up in some set), ``"every"`` (one up in every set),
+    or the names of the sets that each need one up."""
+
+    sets: SetsPolicy = "any"
+    withdraw_delay: float = 1.0  # seconds between SIGTERM's unhealthy and the drain of calls
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceSettings:
+    """``[announce]``: the prefixes ``siplb announce`` has ExaBGP announce while the node is
+    healthy, and how it checks (``GET /api/health`` every ``interval``, ``timeout`` each)."""
+
+    prefixes: tuple[str, ...]  # CIDR, normalised ("10.99.0.1/32")
+    next_hop: str = "self"  # "self" or an IP address
+    interval: float = 0.2
+    timeout: float = 0.5
+    med: int | None = None
+    communities: tuple[str, ...] = ()  # "65000:1" each

@@ -71,6 +71,9 @@ READING = ClusterReading(
             rejected_forged=1,
             rejected_replayed=2,
             unreachable=1,
+            told_Setup=7,
+            heard_Setup=8,
+            setups_adopted=2,
             passive_in=9,  # not a channel figure shown
         )
     ),
@@ -180,6 +183,7 @@ async def test_the_cluster_as_this_member_sees_it(tmp_path: Path) -> None:
         "taken_over": 6,
         "rejected": {"forged": 1, "replayed": 2, "stale": 0, "malformed": 0},
         "unreachable": 1,
+        "setups": {"told": 7, "heard": 8, "adopted": 2},
     }
     # live members only: n3.0 is gone, its 7 calls no longer count
     assert body["totals"] == {"members": 3, "nodes": 2, "calls": 9, "skewed": 1}

@@ -103,6 +103,7 @@ import csv
 import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -383,10 +384,15 @@ def _common_args(
     port: int,
     timeout_s: float,
     trace_msg: bool,
+    netns: str | None = None,
 ) -> list[str]:
-    media = free_port(host, span=MEDIA_SPAN)
-    control = free_port(host)
-    args = [
+    if netns is None:
+        media, control = free_port(host, span=MEDIA_SPAN), free_port(host)
+        args = []
+    else:  # a namespace of the test's own: its ports are all free; SIP port + 1000 and + 2000
+        media, control = port + 1000, port + 2000
+        args = ["ip", "netns", "exec", netns]
+    args += [
         sipp_binary(),
         "-sf",
         str(scenario),
@@ -426,6 +432,28 @@ def _common_args(
     return args
 
 
+def wait_bound_in(
+    netns: str, port: int, transport: str, *, timeout: float, process: ManagedProcess
+) -> None:
+    """Wait until something in namespace ``netns`` listens on ``port`` (``ss``)."""
+    flag = "-lun" if transport == "udp" else "-ltn"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise HarnessError(f"{process.name} exited before binding port {port}")
+        listing = subprocess.run(
+            ["ip", "netns", "exec", netns, "ss", "-H", flag, f"sport = :{port}"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if listing.stdout.strip():
+            return
+        time.sleep(0.05)
+    raise HarnessError(f"nothing bound port {port} in {netns} within {timeout} s")
+
+
 def _scenario_path(scenario: str | Path) -> Path:
     path = Path(scenario)
     if not path.is_absolute():
@@ -461,11 +489,17 @@ def start_uas(
     name: str | None = None,
     trace_msg: bool = False,
     extra_args: Sequence[str] = (),
+    netns: str | None = None,
 ) -> SippProcess:
-    """Start a callee and return once its SIP socket is bound."""
+    """Start a callee and return once its SIP socket is bound (in network namespace
+    ``netns`` when given: then ``port`` is required, and its media and control ports are
+    ``port`` + 1000 and + 2000)."""
     _check_transport(transport)
     path = _scenario_path(scenario)
-    port = port if port is not None else free_port(host)
+    if port is None:
+        if netns is not None:
+            raise HarnessError("a SIPp in a namespace needs its port")
+        port = free_port(host)
     name = _name("uas", name)
     argv = _common_args(
         scenario=path,
@@ -475,6 +509,7 @@ def start_uas(
         port=port,
         timeout_s=timeout_s,
         trace_msg=trace_msg,
+        netns=netns,
     )
     argv += ["-aa", "-m", str(max_calls), *extra_args]
     uas = SippProcess(
@@ -489,7 +524,10 @@ def start_uas(
         timeout_s=timeout_s,
     )
     try:
-        wait_bound(host, port, transport, timeout=5.0, process=uas.process)
+        if netns is None:
+            wait_bound(host, port, transport, timeout=5.0, process=uas.process)
+        else:
+            wait_bound_in(netns, port, transport, timeout=5.0, process=uas.process)
     except HarnessError:
         uas.stop()
         raise
@@ -530,13 +568,18 @@ def start_uac(
     name: str | None = None,
     trace_msg: bool = False,
     extra_args: Sequence[str] = (),
+    netns: str | None = None,
 ) -> SippProcess:
-    """Start a caller placing `calls` calls at `rate` per second to `target`."""
+    """Start a caller placing `calls` calls at `rate` per second to `target` (from network
+    namespace ``netns`` when given; then ``port`` is required)."""
     _check_transport(transport)
     if calls <= 0:
         raise HarnessError("a UAC needs a bounded, positive number of calls")
     path = _scenario_path(scenario)
-    port = port if port is not None else free_port(host)
+    if port is None:
+        if netns is not None:
+            raise HarnessError("a SIPp in a namespace needs its port")
+        port = free_port(host)
     name = _name("uac", name)
     argv = _common_args(
         scenario=path,
@@ -546,6 +589,7 @@ def start_uac(
         port=port,
         timeout_s=timeout_s,
         trace_msg=trace_msg,
+        netns=netns,
     )
     argv += ["-m", str(calls), "-r", f"{rate:g}", "-rp", "1000", "-d", str(duration_ms)]
     if limit is not None:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from siplb.dispatch import AdminState
 from siplb.proxy.acl import host_key, parse_host
+from siplb.readiness import Readiness, readiness
 
 from .meter import RateHistory
 from .metrics import CONTENT_TYPE, Metrics
@@ -127,6 +128,8 @@ class AdminApi:
             web.post("/api/bans", self.ban),
             web.delete("/api/bans/{host}", self.unban),
             web.get("/api/cluster", self.cluster),
+            web.get("/api/health", self.health),
+            web.post("/api/node", self.node),
             web.get("/api/stream", self.stream),
             web.get("/metrics", self.metrics),
         ]
@@ -187,6 +190,20 @@ class AdminApi:
 
     async def cluster(self, request: web.Request) -> web.Response:
         return web.json_response(cluster_json(self.balancer.cluster()))
+
+    async def health(self, request: web.Request) -> web.Response:
+        """200 when the node should receive new traffic, else 503 with the reasons
+        (``siplb.readiness``); ``siplb health`` and ``siplb announce`` ask it."""
+        return self._health_json(readiness(self.balancer))
+
+    def _health_json(self, found: Readiness) -> web.Response:
+        body = {
+            "healthy": found.healthy,
+            "reasons": list(found.reasons),
+            "draining": self.balancer.draining,
+            "node_id": self.balancer.core.node_id,
+        }
+        return web.json_response(body, status=200 if found.healthy else 503)
 
     async def history(self, request: web.Request) -> web.Response:
         snapshot = self.server.snapshot()
@@ -253,6 +270,20 @@ class AdminApi:
         if not self.balancer.unban(host):
             return error(404, f"no ban on {host}")
         return web.json_response({"host": host_key(host), "lifted": True})
+
+    async def node(self, request: web.Request) -> web.Response:
+        """``{"drain": true}``: the node turns unhealthy (its route is withdrawn, VRRP moves)
+        and, in a cluster, the others take its new calls; ``false`` resumes it. Answers like
+        ``GET /api/health``, after the change."""
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        drain = body.get("drain") if isinstance(body, dict) else None
+        if not isinstance(drain, bool):
+            return error(400, 'the body must be JSON: {"drain": true} or {"drain": false}')
+        self.balancer.drain_node(drain, f"admin API from {request.remote}")
+        return self._health_json(readiness(self.balancer))
 
     async def reload(self, request: web.Request) -> web.Response:
         outcome = self.balancer.reload_file(f"admin API from {request.remote}")

@@ -11,7 +11,9 @@ in this order; the first that fails answers it:
 3. **The token**, as ``Authorization: Bearer TOKEN``. Every change needs it, and when one is
    configured every read does too. Without a configured token reads are open and changes are
    refused (403), so a fresh install cannot be drained by anyone who reaches the port. The page,
-   its static files and the OpenAPI document carry no data and need no token.
+   its static files and the OpenAPI document carry no data and need no token; nor does
+   ``GET /api/health`` (healthy or not, and why): keepalived and ExaBGP run its checkers on the
+   node, often as users who cannot read the token, and it changes nothing.
 
 A request aiohttp cannot parse (a scanner, a client speaking TLS or SIP to the port) is refused
 with 400 by aiohttp itself; ``HttpErrorLog`` turns its traceback into one line. Every refusal is
@@ -44,7 +46,7 @@ log = logging.getLogger("siplb.admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OPEN_PATHS = frozenset({"/", "/favicon.ico", "/api/openapi.json"})
+OPEN_PATHS = frozenset({"/", "/favicon.ico", "/api/openapi.json", "/api/health"})
 OPEN_PREFIXES = ("/static/",)
 TOKEN_PARAMETER = "token"
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")

@@ -1,5 +1,6 @@
-"""The admin API's client side, for ``siplb status``, ``siplb dest ...`` and ``siplb reload``:
-a few blocking HTTP requests (standard library only) and the ``ipvsadm -L -n`` style table."""
+"""The admin API's client side, for ``siplb status``, ``siplb dest ...``, ``siplb reload``,
+``siplb health`` and ``siplb node ...``: a few blocking HTTP requests (standard library only)
+and the ``ipvsadm -L -n`` style table."""
 
 from __future__ import annotations
 
@@ -74,6 +75,22 @@ class AdminClient:
 
     def cluster(self) -> Any:
         return self.request("GET", "/api/cluster")
+
+    def health(self) -> Any:
+        """``GET /api/health``: its JSON whether the node is healthy (200) or not (503)."""
+        return self._health("GET", "/api/health")
+
+    def drain_node(self, on: bool) -> Any:
+        """``POST /api/node``: the node's health after the change (200 or 503 alike)."""
+        return self._health("POST", "/api/node", {"drain": on})
+
+    def _health(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            return self.request(method, path, body)
+        except AdminError as exc:
+            if exc.status == 503 and isinstance(exc.body, dict) and "healthy" in exc.body:
+                return exc.body
+            raise
 
 
 def _dest_path(set_name: str, uri: str) -> str:

@@ -390,6 +390,11 @@ def cluster_metrics(reading: ClusterReading) -> Iterator[Metric]:
         "Datagrams another member handed over, handled here.",
         value=channel.taken_over,
     )
+    yield CounterMetricFamily(
+        "siplb_cluster_setups_adopted",
+        "Calls in setup of a node gone, continued here (anycast).",
+        value=channel.setups_adopted,
+    )
     rejected = CounterMetricFamily(
         "siplb_cluster_channel_rejected",
         "Node-to-node frames dropped, by reason (forged, replayed, stale, malformed).",

@@ -342,6 +342,16 @@ SCHEMAS: JSON = {
                 "properties": {
                     "handed_over": {"type": "integer"},
                     "taken_over": {"type": "integer"},
+                    "setups": {
+                        "type": "object",
+                        "description": "Calls in setup shared between nodes (anycast): "
+                        "attempts told and heard, and setups of nodes gone continued here.",
+                        "properties": {
+                            "told": {"type": "integer"},
+                            "heard": {"type": "integer"},
+                            "adopted": {"type": "integer"},
+                        },
+                    },
                     "rejected": {
                         "type": "object",
                         "properties": {reason: {"type": "integer"} for reason in CHANNEL_REJECTS},
@@ -396,6 +406,22 @@ SCHEMAS: JSON = {
             "warnings": {"type": "array", "items": {"type": "string"}},
             "summary": {"type": "string"},
         },
+    },
+    "Health": {
+        "type": "object",
+        "description": "Whether the node should receive new traffic ([health] sets: a "
+        "destination up, by the policy; listening; not stopping; not drained).",
+        "properties": {
+            "healthy": {"type": "boolean"},
+            "reasons": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Why not (empty when healthy).",
+            },
+            "draining": {"type": "boolean", "description": "The node is drained."},
+            "node_id": {"type": "string"},
+        },
+        "required": ["healthy", "reasons", "draining"],
     },
 }
 
@@ -623,6 +649,46 @@ PATHS: JSON = {
             "summary": "The cluster: members, Redis link, destination owners, channel",
             "operationId": "cluster",
             "responses": {"200": _json(_ref("Cluster"), "The cluster."), **_errors(401)},
+        }
+    },
+    "/api/health": {
+        "get": {
+            "summary": "Is this node healthy (for route announcements and VRRP)?",
+            "description": "Needs no token, like the OpenAPI document: it tells only whether "
+            "the node is healthy and why not, and changes nothing. `siplb health` and "
+            "`siplb announce` ask it.",
+            "operationId": "health",
+            "security": [],
+            "responses": {
+                "200": _json(_ref("Health"), "Healthy."),
+                "503": _json(_ref("Health"), "Not healthy; `reasons` says why."),
+            },
+        }
+    },
+    "/api/node": {
+        "post": {
+            "summary": "Drain or resume the whole node",
+            "description": "Drained, the node reads unhealthy (its route is withdrawn, a VRRP "
+            "address moves away) and, in a cluster, the other nodes take its new calls while "
+            "its calls finish here. Until resumed or restarted.",
+            "operationId": "node",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"drain": {"type": "boolean"}},
+                            "required": ["drain"],
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("Health"), "Changed; the node is healthy."),
+                "503": _json(_ref("Health"), "Changed; the node is not healthy (drained)."),
+                **_errors(400, 401, 403),
+            },
         }
     },
     "/api/stream": {

@@ -158,6 +158,9 @@ class ChannelCounts:
     stale: int = 0  # frames dropped: stamp outside the window
     malformed: int = 0  # frames dropped: not a frame, or a bad payload
     unreachable: int = 0  # frames not sent: the member's address is unknown
+    setups_told: int = 0  # attempts of calls in setup told to the others (anycast)
+    setups_heard: int = 0  # attempts of calls in setup heard from the others
+    setups_adopted: int = 0  # calls in setup of a member gone, continued here
 
     @classmethod
     def of(cls, stats: Mapping[str, int]) -> ChannelCounts:
@@ -170,6 +173,9 @@ class ChannelCounts:
             stale=stats.get("rejected_stale", 0),
             malformed=stats.get("rejected_malformed", 0),
             unreachable=stats.get("unreachable", 0),
+            setups_told=stats.get("told_Setup", 0),
+            setups_heard=stats.get("heard_Setup", 0),
+            setups_adopted=stats.get("setups_adopted", 0),
         )
 
     def rejected(self) -> dict[str, int]:
@@ -236,6 +242,17 @@ class BalancerView(Protocol):
         """This member's view of its cluster; None without ``[cluster]``."""
         ...
 
+    @property
+    def draining(self) -> bool:
+        """The whole node is drained (``drain_node``, or SIGTERM): unhealthy, no new calls."""
+        ...
+
+    @property
+    def joining(self) -> bool:
+        """A cluster node not yet in step with the others (no Redis batch yet, or the calls
+        in setup of the others not yet heard): unhealthy until it is."""
+        ...
+
     # ---- operator actions ----------------------------------------------------------------
     def find_destination(self, set_name: str, uri: str) -> DestinationSpec: ...
     def set_admin_state(self, set_name: str, uri: str, admin: AdminState, cause: str) -> None: ...
@@ -243,6 +260,7 @@ class BalancerView(Protocol):
     def reload_file(self, trigger: str = ...) -> ReloadOutcome: ...
     def ban(self, host: str, seconds: float, reason: str) -> bool: ...
     def unban(self, host: str) -> bool: ...
+    def drain_node(self, on: bool, cause: str) -> None: ...
 
 
 # ---- the destination table ``siplb demo`` draws ---------------------------------------------

@@ -333,6 +333,11 @@ def cluster_json(reading: ClusterReading | None) -> JSON:
         "channel": {
             "handed_over": channel.handed_over,
             "taken_over": channel.taken_over,
+            "setups": {
+                "told": channel.setups_told,
+                "heard": channel.setups_heard,
+                "adopted": channel.setups_adopted,
+            },
             "rejected": channel.rejected(),
             "unreachable": channel.unreachable,
         },

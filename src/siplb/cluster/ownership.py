@@ -13,6 +13,10 @@ The rule, the same between the workers of a node and between nodes:
 The same rendezvous picks the owner of other keys: a destination's prober and health owner, a
 NAT binding's keepalive sender.
 
+A drained member is live but not serving: it still owns the responses its branches name and the
+keys pinned to it (``siplb.cluster.setups``: its calls in setup), but rendezvous gives it no
+share, so new calls go to the others. When every member is drained they all serve again.
+
 Rendezvous (highest random weight) hashing, over slots: a key falls in one of ``SLOTS``
 slots (``crc32(key) % SLOTS``, stable across processes and runs, never ``hash()``), and each
 slot is owned by the member with the highest score ``mix64(slot ^ seed(member))``: a 64-bit
@@ -95,15 +99,23 @@ def _winner(at: int, seeds: Sequence[tuple[int, Member]]) -> Member:
 class Ownership:
     """The live members as one member sees them, and who owns what among them."""
 
-    __slots__ = ("_by_tag", "_seeds", "_slots", "alone", "live", "me")
+    __slots__ = ("_by_tag", "_seeds", "_slots", "alone", "live", "me", "serving")
 
-    def __init__(self, me: Member, live: Sequence[Member] = ()) -> None:
+    def __init__(
+        self, me: Member, live: Sequence[Member] = (), drained: Sequence[Member] = ()
+    ) -> None:
         self.me = me
         self.live: tuple[Member, ...] = tuple(sorted({me, *live}))
         self.alone = len(self.live) == 1
+        # the members rendezvous shares keys among: the live ones not drained (all, if all are)
+        out = set(drained)
+        self.serving: tuple[Member, ...] = tuple(m for m in self.live if m not in out) or self.live
         self._by_tag = {m.tag.encode(): m for m in self.live}
-        self._seeds = [(seed(m), m) for m in self.live]
+        self._seeds = [(seed(m), m) for m in self.serving]
         self._slots: list[Member | None] = [] if self.alone else [None] * SLOTS
+
+    def is_live(self, member: Member) -> bool:
+        return member in self.live
 
     def owner(self, data: bytes) -> Member:
         """The member that must handle datagram ``data`` (see the module's rules)."""
@@ -129,6 +141,10 @@ class Ownership:
 
     def owns_key(self, key: bytes) -> bool:
         return self.alone or self.owner_of_key(key) == self.me
+
+    def named(self, tag: bytes) -> Member | None:
+        """The live member whose tag is ``tag`` (a branch's), or ``None``."""
+        return self._by_tag.get(tag)
 
     def __repr__(self) -> str:
         return f"Ownership(me={self.me.tag}, live=[{', '.join(m.tag for m in self.live)}])"

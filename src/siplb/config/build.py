@@ -31,6 +31,7 @@ from siplb.settings import (
     TlsFiles,
 )
 
+from .announce import build_announce, build_node_health, split_health
 from .cluster import build_cluster
 from .errors import ConfigError
 from .files import find_file
@@ -80,12 +81,13 @@ class _Builder:
         listeners = self._listeners(doc.listen)
         sets = self._sets(doc.sets)
         listener_names = None if "listen" in self.broken else _names(doc.listen)
+        node_health, probe_health = split_health(doc.health)
         config = Config(
             listeners=listeners,
             sets=sets,
             routes=self._routes(doc.routes, set_names),
             default_set=self._default_set(doc.default_set, set_names),
-            health=self._health(doc.health),
+            health=self._health(probe_health),
             proxy=self._proxy(doc.proxy),
             tcp=self._tcp(doc.tcp),
             limits=self._limits(doc.limits),
@@ -99,8 +101,13 @@ class _Builder:
             source=source,
             digest=digest,
             config_hash=config_hash,
+            readiness=build_node_health(
+                node_health, None if "sets" in self.broken else set_names, self.problems
+            ),
+            announce=build_announce(doc.announce, doc.admin, self.problems),
         )
         cluster = build_cluster(doc.cluster, doc.proxy, self.problems, self.base_dir)
+        self._anycast(config.listeners, cluster is not None)
         if cluster is None:
             return config
         # One node id: the cluster's, which [proxy] node_id gave when only it was set.
@@ -176,7 +183,32 @@ class _Builder:
             tls,
             model.verify_client,
             model.name,
+            model.anycast,
         )
+
+    def _anycast(self, listeners: tuple[ListenerSettings, ...], clustered: bool) -> None:
+        """An anycast listener shares its address with the other nodes: it needs the cluster
+        (that hands a datagram to the node that owns it), and a unicast listener of its
+        transport and family on this node (probes and keepalives leave from it, so that their
+        answers come back here)."""
+        unicast = {(s.transport, ":" in s.host) for s in listeners if not s.anycast}
+        for index, spec in enumerate(listeners):
+            if not spec.anycast:
+                continue
+            loc = ("listen", index, "anycast")
+            if not clustered:
+                self.problems.add(loc, "an anycast listener needs [cluster]")
+            if spec.transport != "udp":
+                self.problems.add(
+                    loc, "anycast applies to udp listeners (a stream stays on the node it reached)"
+                )
+            if (spec.transport, ":" in spec.host) not in unicast:
+                family = "IPv6" if ":" in spec.host else "IPv4"
+                self.problems.add(
+                    loc,
+                    f"needs a unicast {spec.transport} {family} listener on this node too "
+                    "(probes and keepalives leave from it)",
+                )
 
     def _file(self, text: str | None, loc: Loc, *, directory_ok: bool = False) -> Path | None:
         return find_file(text, loc, self.problems, self.base_dir, directory_ok=directory_ok)

@@ -130,6 +130,7 @@ class ListenModel(Model):
     key: str | None = None
     ca: str | None = None
     verify_client: bool = False
+    anycast: bool = False
 
 
 class DestinationModel(Model):
@@ -317,3 +318,4 @@ class DocumentModel(Model):
     protection: dict[str, Any] = {}
     acl: list[dict[str, Any]] = []
     cluster: dict[str, Any] | None = None  # None: no [cluster] table, siplb runs alone
+    announce: dict[str, Any] | None = None  # None: no [announce] table (config/announce.py)

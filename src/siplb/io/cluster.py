@@ -29,7 +29,17 @@ What Redis did not take is sent again with the next batch.
 
 The channel: one UDP socket per member at ``peer`` (the port plus the worker number), frames
 sealed with the cluster secret (``siplb.cluster.channel``). ``DATAGRAM`` carries a SIP datagram
-to its owner, ``PASSIVE`` a passive health observation to the destination's health owner.
+to its owner, ``PASSIVE`` a passive health observation to the destination's health owner,
+``SETUP`` and ``SETUP_ENDED`` a call in setup to every other member (``siplb.cluster.setups``:
+anycast listeners only).
+
+Drained members: a member drained by its operator (or stopping) says so in its heartbeat, as
+does a member that just started, for its first ``WARM_TICKS`` batches, and one that does not
+hold its shared (anycast) addresses now (the backup of a VRRP pair: the address is on the
+other host, so it could not answer from it); the others give it no new calls (``Ownership``
+drained), while what it has stays with it. A member seen joining is
+sent the calls in setup this member owns as soon as its address is known, before the joiner
+takes new calls, so those calls stay where they are.
 """
 
 from __future__ import annotations
@@ -57,11 +67,12 @@ from siplb.cluster.bindings import BindingShare
 from siplb.cluster.channel import Opened, Opener, Sealer
 from siplb.cluster.dialogs import Orphans, dialog_value
 from siplb.cluster.leases import Leases
+from siplb.cluster.setups import CallEnded, CallNote, Setup, SetupEnded
 from siplb.cluster.view import AdminAction, AdminVerb, ClusterView, HealthDecision, admin_key
 from siplb.dispatch.accounting import DialogChanges
 from siplb.io.cluster_store import ClusterStore, Lease, Members
 from siplb.io.redis_link import RedisLink, Step
-from siplb.io.udp import UdpEndpoint, bind_udp
+from siplb.io.udp import UdpEndpoint, bind_udp, holds_address
 from siplb.proxy.actions import Target
 from siplb.proxy.keepalive import BindingChanges, Shared, flow_key, parse_flow
 from siplb.settings import ClusterSettings
@@ -70,12 +81,24 @@ log = logging.getLogger("siplb.cluster")
 
 DATAGRAM = 1  # payload: listener index (1), source port (2), host length (1), host, datagram
 PASSIVE = 2  # payload: JSON {"uri", "ok", "cause"}
+SETUP = 3  # payload: siplb.cluster.setups.Setup.encode()
+SETUP_ENDED = 4  # payload: SetupEnded.encode()
+CALL_ENDED = 5  # payload: CallEnded.encode()
+WARM_TICKS = 3  # batches a new member waits (drained) for the others to tell it their setups
 _SOURCE = struct.Struct("!BHB")
 HEALTH_REPUBLISH = 1.0  # seconds: a health owner writes its decisions again this often
 SHARED_BATCH = 2000  # dialogs (and bindings) drained per tick, of each kind
 PENDING_LIMIT = 50_000  # dialogs (bindings) waiting for Redis: no more is drained meanwhile
 BINDINGS_EVERY = 3.0  # seconds: the bindings hash is read this often (and on member changes)
 CHANNEL_BUFFER = 4 * 1024 * 1024
+
+
+_NOTES: dict[int, type[Setup] | type[SetupEnded] | type[CallEnded]] = {
+    SETUP: Setup,
+    SETUP_ENDED: SetupEnded,
+    CALL_ENDED: CallEnded,
+}
+_NOTE_KINDS = {kind: code for code, kind in _NOTES.items()}
 
 
 class ClusterHost(Protocol):
@@ -93,6 +116,8 @@ class ClusterHost(Protocol):
     def cluster_dialogs(self, limit: int) -> DialogChanges: ...  # accounting.dialog_changes
     def cluster_learned(self, limit: int) -> BindingChanges: ...  # keepalive.changes
     def cluster_bindings(self, adopt: Sequence[Shared], release: Sequence[Target]) -> None: ...
+    def cluster_own_setups(self) -> list[Setup]: ...  # the calls in setup this member owns
+    def cluster_setup(self, note: CallNote) -> None: ...  # another member's setup, or its end
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +141,11 @@ class ClusterLink:
         *,
         worker: int = 0,
         config_hash: str = "",
+        shared_hosts: Sequence[str] = (),
     ) -> None:
         self.settings = settings
+        self.shared_hosts = tuple(shared_hosts)  # anycast listeners' addresses
+        self.holds = True  # this host has every one of them now
         self.host = host
         self.me = Member(settings.node_id, worker)
         self.config_hash = config_hash
@@ -154,6 +182,10 @@ class ClusterLink:
         self._task: asyncio.Task[None] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._stopping = False
+        self.draining = False  # this node is drained: no new calls are given to it
+        self._drained: frozenset[Member] = frozenset()  # as last told to the host
+        self._greet: set[Member] = set()  # joined; to be told our setups once reachable
+        self._ticks_ok = 0
 
     # ---- start and stop ------------------------------------------------------------------
     async def start(self, *, first_sync: float = 1.0) -> None:
@@ -183,6 +215,11 @@ class ClusterLink:
             self._transport.close()
         await self.redis.close()
 
+    def set_draining(self, on: bool) -> None:
+        """This node is drained: the others stop giving it new calls (see ``_members``)."""
+        self.draining = on
+        self.kick()
+
     def kick(self) -> None:
         """Run the next batch now (a lease is about to run out)."""
         self._kick.set()
@@ -209,6 +246,10 @@ class ClusterLink:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self.ticks += 1
+        holds = all(holds_address(host) for host in self.shared_hosts)
+        if holds != self.holds:
+            self.holds = holds
+            log.info("cluster: %s the shared address", "holding" if holds else "not holding")
         calls = self.host.cluster_calls()
         caps = self.host.cluster_caps()
         self.leases.set_caps(caps)
@@ -248,6 +289,7 @@ class ClusterLink:
             return
         (_, members, infos, _, counts, _, health, _, admin, *rest) = readings
         leases, rest = rest[: len(lease_uris)], rest[len(lease_uris) :]
+        self._ticks_ok += 1
         self.last_ok = now
         self.synced = True
         self._fallback = None
@@ -278,7 +320,18 @@ class ClusterLink:
             "config": self.config_hash,
             "calls": sum(calls.values()),
             "started": round(self.started, 3),
+            "draining": int(self.drained),
         }
+
+    @property
+    def drained(self) -> bool:
+        """This member takes no new calls: drained, or too new to have heard the setups."""
+        return self.draining or self.warming or not self.holds
+
+    @property
+    def warming(self) -> bool:
+        """Too new: fewer than ``WARM_TICKS`` batches went through since start."""
+        return self._ticks_ok < WARM_TICKS
 
     def _members(self, members: Members, infos: Mapping[str, dict[str, str]], now: float) -> None:
         dead_after_ms = round(self.settings.dead_after * 1000)
@@ -307,11 +360,27 @@ class ClusterLink:
         for event in events:
             if event is not None:
                 log.info("cluster: %s", _describe(event))
+            if isinstance(event, MemberJoined):
+                self._greet.add(event.member)
             if isinstance(event, MemberLeft) and event.cause is LeaveCause.SILENT:
                 self._orphan_reads.add(event.member)  # its dialogs, read with the next batch
                 self.kick()
-        if self.membership.version != before:
-            ownership = self.membership.ownership()
+        self._greet &= set(self.membership.live)
+        for member in [m for m in self._greet if m in self._peers]:
+            self._greet.discard(member)
+            for setup in self.host.cluster_own_setups():
+                self._send(member, SETUP, setup.encode())
+        # drained: said so, or not yet told our setups (its address unknown), or this member
+        drained = {m for m in live if self._info.get(m, {}).get("draining", "0") != "0"}
+        drained |= self._greet
+        if self.drained:
+            drained.add(self.me)
+        if self.membership.version != before or drained != self._drained:
+            if drained != self._drained:
+                names = ", ".join(sorted(m.tag for m in drained)) or "none"
+                log.info("cluster: members taking no new calls: %s", names)
+            self._drained = frozenset(drained)
+            ownership = Ownership(self.me, self.membership.live, tuple(self._drained))
             self.view.members_changed(ownership)
             self.leases.members_changed(len(ownership.live))
             for gone in [m for m in self._info if m not in ownership.live]:
@@ -537,6 +606,18 @@ class ClusterLink:
         self.stats["handed_over"] += 1
         self._send(member, DATAGRAM, payload)
 
+    def tell_setups(self, notes: Sequence[CallNote]) -> None:
+        """Calls in setup made or ended here, to every other live member."""
+        others = [m for m in self.membership.live if m != self.me]
+        for note in notes:
+            if isinstance(note, CallEnded):  # a dead member's dialog this member keeps?
+                self.close_orphan(note.call_id.decode("latin-1"))
+            kind = _NOTE_KINDS[type(note)]
+            payload = note.encode()
+            self.stats[f"told_{type(note).__name__}"] += 1
+            for member in others:
+                self._send(member, kind, payload)
+
     def _send(self, member: Member, kind: int, payload: bytes) -> None:
         address = self._peers.get(member)
         if address is None or self._transport is None:
@@ -558,6 +639,13 @@ class ClusterLink:
             self._take_datagram(opened.payload)
         elif opened.kind == PASSIVE:
             self._take_passive(opened.payload)
+        elif opened.kind in _NOTES:
+            note = _NOTES[opened.kind].decode(opened.payload)
+            if note is None:
+                self.stats["rejected_malformed"] += 1
+                return
+            self.stats[f"heard_{type(note).__name__}"] += 1
+            self.host.cluster_setup(note)
         else:
             self.stats["rejected_malformed"] += 1
 

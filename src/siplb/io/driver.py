@@ -25,6 +25,7 @@ import struct
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from siplb.cluster.setups import CallNote
 from siplb.logs import RefusalLog
 from siplb.proxy.actions import HandOver, Send, Target
 from siplb.proxy.core import Proxy
@@ -61,6 +62,8 @@ class Driver:
         # where datagrams owned by another member go (None: nowhere; the sender retransmits)
         self.on_handover = on_handover
         self.after_flush = after_flush  # the shell's look at the core after each flush
+        # where calls in setup made and ended here go (anycast: the other nodes)
+        self.on_setups: Callable[[list[CallNote]], None] | None = None
         self.pool = ConnectionPool(
             loop,
             limits,
@@ -112,12 +115,16 @@ class Driver:
         self.pool.close()
 
     # ---- inputs ----------------------------------------------------------------------------
-    def datagram(self, index: int, data: bytes, addr: tuple[str, int]) -> None:
+    def datagram(
+        self, index: int, data: bytes, addr: tuple[str, int], *, handed: bool = False
+    ) -> None:
+        """A datagram on listener ``index``; ``handed``: another member passed it on as ours."""
         core = self.core
         if core is None:
             return  # still starting: the sender retransmits
         try:
-            core.receive(data, Target("udp", addr[0], addr[1]), index, self.loop.time())
+            source = Target("udp", addr[0], addr[1])
+            core.receive(data, source, index, self.loop.time(), handed=handed)
         except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
             self._internal_error(addr)
         self.flush()
@@ -184,6 +191,11 @@ class Driver:
             if self.on_handover is not None:
                 for handover in handovers:
                     self.on_handover(handover)
+        if core.setup_notes:
+            notes = core.setup_notes[:]
+            core.setup_notes.clear()
+            if self.on_setups is not None:
+                self.on_setups(notes)
         if core.events:
             events = core.events[:]
             core.events.clear()

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
+from siplb.cluster.setups import CallNote, Setup, SetupEnded, Setups
 from siplb.dispatch import Dispatcher, StateChanged
 from siplb.settings import ProxySettings
 from siplb.sip import Edit, ParseError, Request, Response, Via
@@ -39,6 +40,7 @@ class Context:
 
     __slots__ = (
         "_by_transport",
+        "_unicast",
         "branches",
         "clients",
         "dispatcher",
@@ -48,6 +50,8 @@ class Context:
         "out",
         "routing",
         "settings",
+        "setup_notes",
+        "setups",
         "stats",
         "timers",
     )
@@ -71,9 +75,15 @@ class Context:
         self.stats: Counter[str] = Counter()
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.routing: ListenerRouting | None = None  # multi-homed hosts
+        # anycast: the calls in setup every node knows of, and what to tell the others
+        self.setups: Setups | None = None
+        self.setup_notes: list[CallNote] = []
         self._by_transport: dict[tuple[str, int], int] = {}
+        self._unicast: dict[tuple[str, int], int] = {}  # the node's own addresses only
         for listener in reversed(self.listeners):
             self._by_transport[(listener.transport, listener.family)] = listener.index
+            if not listener.anycast:
+                self._unicast[(listener.transport, listener.family)] = listener.index
 
     # ---- the ways out ------------------------------------------------------------------------
     def send(self, data: bytes, target: Target, listener: int) -> None:
@@ -96,6 +106,11 @@ class Context:
     def listener_for(self, target: Target, prefer: int | None) -> int:
         """The listener to send to ``target`` from: ``prefer`` if it fits, else one that does."""
         family = 6 if ":" in target.host else 4
+        if prefer is not None:
+            chosen = self.listeners[prefer]
+            if chosen.anycast and chosen.transport == target.transport and chosen.family == family:
+                # the address every node shares: the answers may reach any of them
+                return prefer
         if self.routing is not None and not target.flow:  # a phone's flow keeps its listener
             routed = self.routing.listener_for(target)
             if routed is not None:
@@ -108,6 +123,15 @@ class Context:
         if index is None:
             index = self._by_transport.get(("udp", family), 0)
         return index
+
+    def unicast_for(self, target: Target) -> int:
+        """The listener a request whose answer must come back to THIS node leaves from (a
+        probe): the node's own address, never one every node shares, when it has one."""
+        family = 6 if ":" in target.host else 4
+        index = self._unicast.get((target.transport, family))
+        if index is None:
+            index = self._unicast.get(("udp", family))
+        return self.listener_for(target, None) if index is None else index
 
     def via(self, listener: int, branch: str) -> bytes:
         """Our Via header value for a request sent from ``listener``."""
@@ -128,7 +152,13 @@ class Context:
         listener: int,
         user: ClientUser,
         now: float,
+        *,
+        patient: bool = False,
+        proceeding: bool = False,
     ) -> ClientTransaction:
+        """A client transaction; ``patient``: the destination may have the request already
+        (an adopted setup), so its silence is waited out to Timer B, not ``failover_timeout``;
+        ``proceeding``: it answered provisionally already, so nothing is sent again."""
         txn = ClientTransaction(
             branch,
             request,
@@ -139,9 +169,10 @@ class Context:
             self.out,
             self.timers,
             self,
-            failover_timeout=self.settings.failover_timeout,
+            failover_timeout=self.timers.b if patient else self.settings.failover_timeout,
             timer_c=self.settings.setup_timeout,
             now=now,
+            proceeding=proceeding,
         )
         self.clients[txn.key] = txn
         return txn
@@ -149,6 +180,20 @@ class Context:
     def client_terminated(self, txn: ClientTransaction) -> None:
         if self.clients.get(txn.key) is txn:
             del self.clients[txn.key]
+
+    # ---- calls in setup, told to the other nodes (anycast; ``siplb.cluster.setups``) ----------
+    def setup_attempt(self, setup: Setup, now: float) -> None:
+        setups = self.setups
+        if setups is not None:
+            setups.heard(setup, now)
+            self.setup_notes.append(setup)
+
+    def setup_done(self, call_id: bytes) -> None:
+        setups = self.setups
+        if setups is not None:
+            me = self.branches.member
+            if setups.ended(call_id, me) is not None:
+                self.setup_notes.append(SetupEnded(call_id, me))
 
     # ---- answers upstream ----------------------------------------------------------------------
     def respond(

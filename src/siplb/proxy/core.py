@@ -20,8 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from siplb.cluster.branch import owner_of
 from siplb.cluster.member import Member
 from siplb.cluster.ownership import Ownership
+from siplb.cluster.setups import CallEnded, CallNote, Setup, Setups
 from siplb.dispatch import (
     AdminState,
     Destination,
@@ -116,6 +118,8 @@ class Proxy:
         self.stats: Counter[str] = context.stats
         self.clients = context.clients
         self.handovers: list[HandOver] = []
+        # anycast: attempts and ends of calls in setup, for the other nodes (``share_setups``)
+        self.setup_notes: list[CallNote] = context.setup_notes
         # who decides each destination's health (None: alone, this member decides all)
         self.keys: Ownership | None = None
         # the one member that decides every destination's health, when not each URI's owner
@@ -178,12 +182,16 @@ class Proxy:
         return RouteRules(self.listeners, self.names, max_forwards, self._front, self.is_trusted)
 
     # ---- the shell's inputs --------------------------------------------------------------------
-    def receive(self, data: bytes, source: Target, listener: int, now: float) -> None:
+    def receive(
+        self, data: bytes, source: Target, listener: int, now: float, *, handed: bool = False
+    ) -> None:
+        """A datagram; ``handed``: another member handed it over as ours (never passed on
+        again, even when the two views of the members differ for a moment)."""
         stage = self.stage
         if stage.source_refused(source, now):
             return  # a banned or blocked source costs a lookup, not a parse
-        if stage.ownership is not None:
-            owner = stage.owner(data)
+        if stage.ownership is not None and not handed:
+            owner = stage.owner(data, listener)
             if owner is not None:  # another member's: handed over, nothing else done here
                 self.stats["handed_over"] += 1
                 self.handovers.append(HandOver(owner, data, source, listener))
@@ -207,6 +215,7 @@ class Proxy:
         ownership: Ownership,
         *,
         datagrams: bool = True,
+        shared: frozenset[int] | None = None,
         health_owner: Member | None = None,
     ) -> None:
         """The live members changed: destinations' health (probes, passive observations) moves
@@ -215,16 +224,102 @@ class Proxy:
         cluster's nodes: ``datagrams=False`` with the cluster-wide members. ``health_owner``
         names one member that decides every destination's health (the workers of one host:
         worker 0) instead of each URI's rendezvous owner; the others report their passive
-        observations as ``PassiveObserved`` and are built with ``probing=False``."""
+        observations as ``PassiveObserved`` and are built with ``probing=False``. ``shared``
+        limits the datagrams handed between members to those of these listeners (an address
+        every node shares: anycast)."""
         if health_owner == ownership.me:
             health_owner = None
             self.keys = None
         else:
             self.keys = None if ownership.alone and health_owner is None else ownership
         self.health_owner = health_owner
-        self.stage.members_changed(ownership if datagrams else Ownership(ownership.me))
+        self.stage.members_changed(ownership if datagrams else Ownership(ownership.me), shared)
         if self.prober is not None:
             self.prober.ownership = self.keys
+
+    # ---- calls in setup shared between nodes (anycast; ``siplb.cluster.setups``) --------------
+    def share_setups(self) -> None:
+        """Tell the other nodes about every call in setup (``setup_notes``), and keep theirs:
+        a call in setup stays with its node, and outlives it (``adopt``)."""
+        if self.context.setups is None:
+            ttl = self.settings.setup_timeout + 64 * self.timers.t1
+            self.context.setups = Setups(ttl)
+
+    @property
+    def setups(self) -> Setups | None:
+        return self.context.setups
+
+    def setup_heard(self, setup: Setup, now: float) -> None:
+        """Another node's attempt of a call in setup."""
+        setups = self.context.setups
+        if setups is not None and setup.owner != self.branches.member:
+            setups.heard(setup, now)
+
+    def setup_ended(self, call_id: bytes, owner: Member) -> None:
+        setups = self.context.setups
+        if setups is not None:
+            setups.ended(call_id, owner)
+
+    def call_ended(self, call_id: bytes) -> bool:
+        """A BYE for ``call_id`` passed another node; True when the call was counted here."""
+        return self.dispatcher.accounting.ended(call_id) is not None
+
+    def adopt_orphans(self, now: float) -> int:
+        """Continue the calls in setup whose node is gone and whose Call-ID is now ours."""
+        setups, ownership = self.context.setups, self.stage.ownership
+        if setups is None:
+            return 0
+        live = ownership.live if ownership is not None else (self.branches.member,)
+        adopted = 0
+        for setup in setups.orphaned(live):
+            if ownership is None or ownership.owns_key(setup.call_id):
+                adopted += self.adopt(setup, now)
+        return adopted
+
+    def adopt(self, setup: Setup, now: float) -> bool:
+        """Continue ``setup`` where its node left it: the INVITE as it arrived, to the same
+        destination with the same downstream branch (the PBX sees a retransmission of what it
+        has, RFC 3261 17.2.1), answers relayed to the caller from here. False when it cannot
+        be (not an INVITE any more, a transaction for it exists here, no such destination)."""
+        listener = setup.listener
+        if not 0 <= listener < len(self.listeners):
+            return False
+        try:
+            request = parse(setup.invite, self.limits)
+            if not isinstance(request, Request) or request.method != "INVITE":
+                return False
+            via = request.top_via()
+            key = server_key(request, via)
+            source = Target("udp", setup.source[0], setup.source[1])
+            routed = routing.preprocess(request, via, source, self._rules)
+        except ParseError:
+            return False
+        if key in self.servers or owner_of(setup.branch) is None:
+            return False
+        first = next(
+            (d for d in self.dispatcher.destinations(setup.set_name) if d.uri == setup.uri), None
+        )
+        if first is None:
+            return False
+        txn = ServerTransaction(
+            key, request, source, listener, self, self.heap, self.out, self.timers
+        )
+        self.servers[key] = txn
+        self.pending += 1
+        self.pending_by_source[source.host] += 1
+        self.stats["setups_adopted"] += 1
+        Forwarding(
+            self.context,
+            self,
+            self.front,
+            txn,
+            routed.edit,
+            incoming=listener,
+            set_name=setup.set_name,
+            first=first,
+            resume=(setup.branch, setup.attempts, setup.proceeding),
+        ).start(now)
+        return True
 
     def _receive(
         self, message: Request | Response, source: Target, listener: int, now: float
@@ -536,7 +631,9 @@ class Proxy:
             return
         self.unconfirmed.pop(call_id, None)  # the dialog is up (or ending) without us
         if request.method == "BYE":
-            self.dispatcher.accounting.ended(call_id)
+            ended = self.dispatcher.accounting.ended(call_id)
+            if ended is None and self.context.setups is not None:
+                self.setup_notes.append(CallEnded(call_id))  # counted by another node
         else:
             self.dispatcher.accounting.touch(call_id, now)
 
@@ -597,16 +694,22 @@ class Proxy:
             return
         self.responses_by_class[(method, response.status // 100)] += 1
         branch = via.branch
-        if branch is None or not self.branches.is_ours(branch):
+        if branch is None:
             self.context.drop("response whose top Via is not ours", source)
             return
         front = self.front
-        if front is not None and front.keepalive is not None and front.keepalive.owns(branch):
-            front.keepalive.answered(branch, now)
-            return
-        if self.branches.is_probe(branch):
-            if self.prober is not None:
-                self.prober.receive(branch, response.status, now)
+        if self.branches.is_ours(branch):
+            if front is not None and front.keepalive is not None and front.keepalive.owns(branch):
+                front.keepalive.answered(branch, now)
+                return
+            if self.branches.is_probe(branch):
+                if self.prober is not None:
+                    self.prober.receive(branch, response.status, now)
+                return
+        elif self.context.setups is None or owner_of(branch) is None:
+            # (with setups shared, another node's branch reaches here when that node is gone:
+            # its setups are adopted with their branches, and its 2xx still find their way up)
+            self.context.drop("response whose top Via is not ours", source)
             return
         txn = self.clients.get((branch, method))
         if txn is not None:
@@ -774,6 +877,8 @@ class Proxy:
         if self.admission is not None:
             self.admission.expire(now)
             self.stage.take_events()
+        if self.context.setups is not None:
+            self.context.setups.expire(now)
         if expired:
             self.events.append(CallsExpired(len(expired)))
         for entry in expired:

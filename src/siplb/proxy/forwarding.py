@@ -8,9 +8,11 @@ fixed target. The best final response goes upstream (16.7 step 6), 2xx always at
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import Protocol
 
+from siplb.cluster.setups import Setup
 from siplb.dispatch import Destination, NoDestination
 from siplb.sip import Edit, Request, Response
 
@@ -65,10 +67,12 @@ class Forwarding:
         "hash_input",
         "incoming",
         "method",
+        "resume",
         "server",
         "set_name",
         "target",
         "target_listener",
+        "told",
         "tried",
         "uri",
         "watch",
@@ -88,6 +92,7 @@ class Forwarding:
         target: Target | None = None,
         target_listener: int | None = None,
         first: Destination | None = None,
+        resume: tuple[str, int, bool] | None = None,
     ) -> None:
         self.context = context
         self.watch = watch
@@ -104,6 +109,10 @@ class Forwarding:
         self.target = target
         self.target_listener = target_listener
         self.first = first  # the destination chosen before the transaction was made
+        # an adopted setup (``Proxy.adopt``): the branch and number of the attempt to continue,
+        # and whether its destination answered it provisionally already
+        self.resume = resume
+        self.told: Setup | None = None  # the attempt as told to the other nodes (anycast)
         self.tried: frozenset[str] = frozenset()
         self.attempts = 0
         self.current: ClientTransaction | None = None
@@ -155,15 +164,46 @@ class Forwarding:
             context.add_record_route(edit, self.incoming, listener)
         if method == "REGISTER" and self.set_name is not None and self.front is not None:
             self.front.outgoing(self.server, edit, self.incoming, listener)
-        branch = context.branches.new()
+        resume = self.resume
+        proceeding = False
+        if resume is None:
+            branch = context.branches.new()
+        else:  # the same branch: the destination sees a retransmission, not a second call
+            self.resume = None
+            branch, self.attempts, proceeding = resume
         edit.add_first(b"Via", context.via(listener, branch))
-        self.current = context.new_client(branch, edit.apply(), target, listener, self, now)
-        if self.call_key is not None and self.uri is not None:
+        self.current = context.new_client(
+            branch,
+            edit.apply(),
+            target,
+            listener,
+            self,
+            now,
+            patient=resume is not None,
+            proceeding=proceeding,
+        )
+        call_key, uri = self.call_key, self.uri
+        if call_key is not None and uri is not None:
             accounting = context.dispatcher.accounting
-            if self.attempts == 1:
-                accounting.setup_started(self.call_key, self.uri, now)
+            if self.attempts == 1 or resume is not None:
+                accounting.setup_started(call_key, uri, now)
             else:
-                accounting.moved(self.call_key, self.uri, now)
+                accounting.moved(call_key, uri, now)
+            if context.setups is not None and base is not None and self.set_name is not None:
+                server = self.server
+                self.told = Setup(
+                    call_key,
+                    context.branches.member,
+                    base.message.to_bytes(),
+                    (server.source.host, server.source.port),
+                    self.incoming,
+                    self.set_name,
+                    uri,
+                    branch,
+                    self.attempts,
+                    proceeding,
+                )
+                context.setup_attempt(self.told, now)
 
     def _can_fail_over(self) -> bool:
         return (
@@ -185,6 +225,10 @@ class Forwarding:
             response = front.final(self.server, response, self.uri, now)
         status = response.status
         if status < 200:
+            told = self.told
+            if told is not None and not told.proceeding and txn is self.current and not self.done:
+                self.told = told = replace(told, proceeding=True)  # the others adopt it as is
+                self.context.setup_attempt(told, now)
             if self.cancelled and txn is self.current:
                 self._send_cancel(txn, now)
             if status > 100 and not self.done:
@@ -297,6 +341,8 @@ class Forwarding:
         """The request is answered: what it took to try destinations is no longer needed (a
         2xx retransmission still finds its way up through ``server``)."""
         self.done = True
+        if self.call_key is not None:
+            self.context.setup_done(self.call_key)
         self.base = None
         self.best = None
         self.tried = _NOTHING_TRIED

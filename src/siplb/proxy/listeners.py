@@ -20,6 +20,7 @@ class Listener:
     port: int
     advertise_host: str | None = None
     advertise_port: int | None = None
+    anycast: bool = False  # an address every node of the cluster shares
 
     @property
     def family(self) -> int:

@@ -100,7 +100,7 @@ class Prober:
     def _send(self, spec: DestinationSpec, now: float) -> None:
         context = self.context
         target = Target(spec.transport, spec.host, spec.port)
-        listener = context.listeners[context.listener_for(target, None)]
+        listener = context.listeners[context.unicast_for(target)]
         branch = context.branches.probe()
         host = f"[{spec.host}]" if ":" in spec.host else spec.host
         ruri = f"sip:{host}:{spec.port}"

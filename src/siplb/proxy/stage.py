@@ -2,7 +2,9 @@
 transaction exists, in this order, each step once per datagram:
 
 1. blocklist and bans, before parsing (a banned source costs a lookup, not a parse);
-2. ownership: a datagram another member owns is handed to it, and nothing else is done here;
+2. ownership: a datagram another member owns is handed to it, and nothing else is done here
+   (on a node, only datagrams that arrived on an address every node shares: ``shared``; a call
+   in setup is pinned to the node that has it, ``siplb.cluster.setups``);
 3. (the core parses the datagram);
 4. ACL, rate limits and scanner signatures (``admission.Admission``);
 5. the overload guard (``overload.OverloadGuard``): past its threshold a new INVITE gets one
@@ -15,7 +17,9 @@ and 4 are skipped.
 from __future__ import annotations
 
 from siplb.cluster import Member
-from siplb.cluster.ownership import Ownership
+from siplb.cluster.branch import response_tag
+from siplb.cluster.ownership import Ownership, call_id
+from siplb.cluster.setups import Setups
 from siplb.sip import Request
 
 from .actions import Target
@@ -26,7 +30,7 @@ from .routing import Refusal
 
 
 class AdmissionStage:
-    __slots__ = ("admission", "context", "overload", "ownership")
+    __slots__ = ("admission", "context", "overload", "ownership", "shared")
 
     def __init__(
         self, context: Context, admission: Admission | None, overload: OverloadGuard
@@ -35,9 +39,13 @@ class AdmissionStage:
         self.admission = admission  # None only where a test wants a bare core
         self.overload = overload
         self.ownership: Ownership | None = None  # None: alone, everything is ours
+        self.shared: frozenset[int] | None = None  # listeners whose datagrams any member owns
 
-    def members_changed(self, ownership: Ownership) -> None:
+    def members_changed(self, ownership: Ownership, shared: frozenset[int] | None = None) -> None:
+        """``shared``: the listeners whose address other members receive on too (None: all of
+        them, as for the workers of one node); a datagram on any other listener is ours."""
         self.ownership = None if ownership.alone else ownership
+        self.shared = shared
 
     # ---- before parsing --------------------------------------------------------------------------
     def source_refused(self, source: Target, now: float) -> bool:
@@ -48,12 +56,19 @@ class AdmissionStage:
         self.context.stats["dropped"] += 1
         return True
 
-    def owner(self, data: bytes) -> Member | None:
+    def owner(self, data: bytes, listener: int) -> Member | None:
         """Step 2: the member that owns ``data`` when it is not this one, else None."""
         ownership = self.ownership
         if ownership is None:
             return None
-        owner = ownership.owner(data)
+        shared = self.shared
+        if shared is not None and listener not in shared:
+            return None  # this node's own address: the datagram is its own
+        setups = self.context.setups
+        if setups is None or not len(setups):
+            owner = ownership.owner(data)
+        else:
+            owner = _pinned_owner(data, ownership, setups)
         return None if owner == ownership.me else owner
 
     # ---- after parsing ---------------------------------------------------------------------------
@@ -87,3 +102,17 @@ class AdmissionStage:
         if admission is not None and admission.events:
             self.context.events.extend(admission.events)
             admission.events.clear()
+
+
+def _pinned_owner(data: bytes, ownership: Ownership, setups: Setups) -> Member:
+    """``Ownership.owner`` with calls in setup pinned to their live owner."""
+    tag = response_tag(data)
+    if tag is not None and (named := ownership.named(tag)) is not None:
+        return named  # a response: the member whose branch it is, while it lives
+    key = call_id(data)
+    if key is None:
+        return ownership.me
+    pinned = setups.owner(key)
+    if pinned is not None and ownership.is_live(pinned):
+        return pinned
+    return ownership.owner_of_key(key)

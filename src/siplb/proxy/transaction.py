@@ -281,7 +281,11 @@ class ClientTransaction:
         failover_timeout: float,
         timer_c: float,
         now: float,
+        proceeding: bool = False,
     ) -> None:
+        """``proceeding``: the destination answered this very request provisionally already
+        (a setup adopted from a member gone, ``siplb.cluster.setups``): nothing is sent, and the
+        transaction waits in Proceeding, as its first owner did (17.1.1.2: no retransmissions)."""
         self.branch = branch
         # the request and its bytes while it may be retransmitted or cancelled; once a final
         # response came only the ACK for a non-2xx (Completed) is kept for its retransmissions
@@ -306,7 +310,12 @@ class ClientTransaction:
         self._wait_at: float | None = None  # Timer D, K or M
         self._c_fired = False
         self._owner = owner
-        out.append(Send(request.to_bytes(), target, listener))
+        if proceeding:
+            self.state = TxState.PROCEEDING
+            self._a_at = None
+            self._timeout_at = now + timer_c if self.invite else now + timers.b
+        else:
+            out.append(Send(request.to_bytes(), target, listener))
         self._rearm()
 
     @property
