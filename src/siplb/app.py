@@ -754,8 +754,6 @@ async def serve(config_path: Path) -> int:
     request for ``[health] withdraw_delay``, the time the routers need to stop sending here.
     Then it stops as before: no new calls, the grace period for transactions. A second signal
     cuts the delay short."""
-    from contextlib import suppress
-
     config = load_config(config_path)
     balancer = Balancer(config, admin=True, config_path=config_path)
     await balancer.start()
@@ -766,6 +764,16 @@ async def serve(config_path: Path) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, balancer.reload_file, "SIGHUP")
     await stop.wait()
+    await withdraw_then_stop(balancer, stop)
+    return 0
+
+
+async def withdraw_then_stop(balancer: Balancer, stop: asyncio.Event) -> None:
+    """After a stop signal (``stop`` set): drained at once, so health reads unhealthy and the
+    routes go (``[health] withdraw_delay``, cut short by a second signal), then stopped: no new
+    calls, the grace period for transactions. ``siplb run`` and each worker process."""
+    from contextlib import suppress
+
     stop.clear()
     delay = balancer.config.readiness.withdraw_delay
     balancer.drain_node(True, "stop signal")
@@ -776,4 +784,3 @@ async def serve(config_path: Path) -> int:
     grace = balancer.config.proxy.grace_period
     log.info("stopping: no new calls, %.1f s for transactions to finish", grace)
     await balancer.stop()
-    return 0

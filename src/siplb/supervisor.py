@@ -131,10 +131,13 @@ class Supervisor:
 
     def _stop(self, signum: int) -> None:
         self._stopping = True
-        self._stop_by = time.monotonic() + self.config.proxy.grace_period + STOP_MARGIN
+        delay = self.config.readiness.withdraw_delay
+        self._stop_by = time.monotonic() + delay + self.config.proxy.grace_period + STOP_MARGIN
         log.info(
-            "stopping %d workers: no new calls, %.1f s for transactions to finish",
+            "stopping %d workers: unhealthy for %.1f s, then no new calls and %.1f s for "
+            "transactions to finish",
             len(self.processes),
+            delay,
             self.config.proxy.grace_period,
         )
         self._signal_all(signum)

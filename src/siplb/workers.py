@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from siplb.admin.reloads import ReloadOutcome
-from siplb.app import Balancer, tune_gc
+from siplb.app import Balancer, tune_gc, withdraw_then_stop
 from siplb.cluster import Member, Ownership
 from siplb.cluster.leases import Leases
 from siplb.config import Config, ConfigError, load_config
@@ -125,9 +125,14 @@ class Worker:
             self._every(STATS_INTERVAL, self._send_stats)
         log.info("worker %d of %d started", self.worker, self.workers)
 
-    async def stop(self) -> None:
-        """Stop the balancer (its calls finish, hand-overs still cross), then the channel."""
-        await self.balancer.stop()
+    async def stop(self, signalled: asyncio.Event | None = None) -> None:
+        """Stop the balancer (its calls finish, hand-overs still cross), then the channel;
+        ``signalled``: after a stop signal, unhealthy first for ``withdraw_delay``, like
+        ``siplb run`` (``withdraw_then_stop``)."""
+        if signalled is None:
+            await self.balancer.stop()
+        else:
+            await withdraw_then_stop(self.balancer, signalled)
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -332,5 +337,5 @@ async def serve_worker(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGHUP, member.balancer.reload_file, "SIGHUP")
     await stop.wait()
-    await member.stop()
+    await member.stop(stop)
     return 0

@@ -265,3 +265,31 @@ def test_a_ban_and_its_lift_reach_every_worker(
     assert _options_answered(lb, source, 40) == 40
     workers = _workers(lb)
     assert all(w["drops"].get("banned", 0) > 0 for w in workers), workers
+
+
+def test_sigterm_to_the_parent_turns_unhealthy_before_the_workers_stop(
+    tmp_path: Path, balancers: list[SiplbProcess], sipp: SippLauncher
+) -> None:
+    """As ``siplb run`` alone: unhealthy at once (routes withdrawn), still serving for
+    ``[health] withdraw_delay`` (1 s by default), then stopped."""
+    uas = sipp.uas()
+    lb = _start(tmp_path, balancers, [uas.sip_uri])
+    deadline = time.monotonic() + 10
+    while lb.api("GET", "/api/health")[0] != 200:
+        assert time.monotonic() < deadline, "never healthy"
+        time.sleep(0.05)
+    signalled = time.monotonic()
+    lb.process.signal(signal.SIGTERM)
+    while True:
+        status, body = lb.api("GET", "/api/health")
+        if status == 503:
+            break
+        assert time.monotonic() - signalled < 1.0, body
+        time.sleep(0.02)
+    unhealthy = time.monotonic() - signalled
+    assert isinstance(body, dict)
+    assert body["draining"] is True
+    assert lb.process.poll() is None  # still serving while the routes go
+    assert lb.process.wait(15.0) == 0
+    print(f"\nworkers: unhealthy {unhealthy * 1000:.0f} ms after SIGTERM, then stopped")
+    balancers.remove(lb)
