@@ -12,6 +12,7 @@ from typing import Any
 from redis_servers import HOST, RedisServer, free_port
 
 from siplb.cluster import Ownership
+from siplb.cluster.setups import CallNote, Setup
 from siplb.dispatch.accounting import CallAccounting, DialogChanges
 from siplb.io.cluster import ClusterLink
 from siplb.io.cluster_store import ClusterStore
@@ -36,6 +37,8 @@ class Host:
         self.kept: dict[Target, Shared] = {}
         self.released: list[Target] = []
         self.ownership: Ownership | None = None
+        self.setups: list[Setup] = []  # calls in setup it owns (told to a member joining)
+        self.heard: list[CallNote] = []  # what the other members told it
 
     def cluster_calls(self) -> dict[str, int]:
         return {URI: self.accounting.active(URI)}
@@ -77,6 +80,12 @@ class Host:
         for flow in release:
             self.kept.pop(flow, None)
             self.released.append(flow)
+
+    def cluster_own_setups(self) -> list[Setup]:
+        return list(self.setups)
+
+    def cluster_setup(self, note: CallNote) -> None:
+        self.heard.append(note)
 
 
 async def until(check: Callable[[], Awaitable[bool] | bool], what: str) -> float:

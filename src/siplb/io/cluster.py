@@ -85,6 +85,7 @@ SETUP = 3  # payload: siplb.cluster.setups.Setup.encode()
 SETUP_ENDED = 4  # payload: SetupEnded.encode()
 CALL_ENDED = 5  # payload: CallEnded.encode()
 WARM_TICKS = 3  # batches a new member waits (drained) for the others to tell it their setups
+WARM_LIMIT = 3.0  # seconds: without Redis that long after start, a member serves alone anyway
 _SOURCE = struct.Struct("!BHB")
 HEALTH_REPUBLISH = 1.0  # seconds: a health owner writes its decisions again this often
 SHARED_BATCH = 2000  # dialogs (and bindings) drained per tick, of each kind
@@ -159,6 +160,7 @@ class ClusterLink:
         self.opener = Opener(settings.secret)
         self.peer = (settings.peer[0], settings.peer[1] + worker)
         self.started = time.time()
+        self._born = time.monotonic()
         self.stats: Counter[str] = Counter()  # handed_over, taken_over, rejected_<reason>, ...
         self.ticks = 0
         self.last_ok: float | None = None  # loop time of the last batch Redis answered
@@ -330,8 +332,10 @@ class ClusterLink:
 
     @property
     def warming(self) -> bool:
-        """Too new: fewer than ``WARM_TICKS`` batches went through since start."""
-        return self._ticks_ok < WARM_TICKS
+        """Too new: fewer than ``WARM_TICKS`` batches went through since start, and Redis has
+        not been missing for ``WARM_LIMIT`` (every node restarted while Redis is down must
+        still serve, on what it knows alone)."""
+        return self._ticks_ok < WARM_TICKS and time.monotonic() - self._born < WARM_LIMIT
 
     def _members(self, members: Members, infos: Mapping[str, dict[str, str]], now: float) -> None:
         dead_after_ms = round(self.settings.dead_after * 1000)
