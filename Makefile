@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived
+APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived dnsmasq-base
 
 .PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean
 
@@ -27,7 +27,8 @@ venv: $(STAMP)
 # network namespaces, nftables holds bans in the kernel (tested in a namespace); redis-server and
 # redis-sentinel are the cluster's shared store and its failover (started on loopback ports);
 # exabgp and bird2 announce and route the anycast address, keepalived moves a VRRP address (all
-# three started by the tests inside network namespaces).
+# three started by the tests inside network namespaces); dnsmasq (dnsmasq-base: the binary, no
+# system service) is the DNS server the destination-name tests start on a loopback port.
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
@@ -42,6 +43,7 @@ system-deps:
 	[ -x /usr/sbin/exabgp ] || [ -x /usr/bin/exabgp ] || missing="$$missing exabgp"; \
 	[ -x /usr/sbin/bird ] || missing="$$missing bird2"; \
 	[ -x /usr/sbin/keepalived ] || missing="$$missing keepalived"; \
+	[ -x /usr/sbin/dnsmasq ] || missing="$$missing dnsmasq-base"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \

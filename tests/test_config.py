@@ -197,7 +197,7 @@ def test_values_are_read_from_every_section() -> None:
         '[proxy]\nnode_id = "b7"\nfailover_timeout = 1.5\nmax_attempts = 5\n'
         'failover_codes = ["5xx"]\nt1 = 0.25\nt2 = 2\nt4 = 3\nmax_call_age = 3600\n'
         "setup_timeout = 60\nretry_after = 0\ngrace_period = 0\nmax_forwards = 20\n"
-        "record_route = false\n"
+        "record_route = false\nno_answer_status = 480\n"
         "[tcp]\nidle_timeout = 30\nconnect_timeout = 0.5\nmax_connections = 10\n"
         "[limits]\nmax_message_size = 4096\nmax_headers = 64\nmax_line_length = 1024\n"
         '[log]\nlevel = "debug"\nformat = "json"\n'
@@ -208,7 +208,20 @@ def test_values_are_read_from_every_section() -> None:
         2.0, 0.25, 3, 4, frozenset({408, 503, *range(600, 700)}), passive=False
     )
     assert config.proxy == ProxySettings(
-        "b7", 1.5, 5, frozenset(range(500, 600)), 0.25, 2.0, 3.0, 3600, 60, 0, 0, 20, False
+        "b7",
+        1.5,
+        5,
+        frozenset(range(500, 600)),
+        0.25,
+        2.0,
+        3.0,
+        3600,
+        60,
+        0,
+        0,
+        20,
+        False,
+        no_answer_status=480,
     )
     assert config.tcp == TcpSettings(30, 0.5, 10)
     assert config.limits == LimitsSettings(4096, 64, 1024)
@@ -245,8 +258,7 @@ def test_destination_uri(uri: str, host: str, port: int, transport: str) -> None
 
 
 BAD_URI_CASES = [
-    ("sip:pbx.example.com", "DNS names are not supported yet"),
-    ("sip:localhost:5070", "DNS names are not supported yet"),
+    ("sip:pbx..example.com", "not a valid IPv4 address"),  # names: tests/names/test_config.py
     ("sip:::1", "IPv6 addresses must be in brackets"),
     ("sip:[::1", "missing ']'"),
     ("sip:[127.0.0.1]", "not a valid IPv6 address"),
@@ -397,7 +409,7 @@ PROBLEM_CASES = [
     (
         "destinations missing",
         LISTEN + '[[sets]]\nname = "pbx"\n',
-        [("sets[0].destinations", "required key is missing")],
+        [("sets[0].destinations", "at least one destination (or srv)")],
     ),
     (
         "destination not a table",
@@ -714,7 +726,7 @@ def test_every_problem_is_reported_at_once() -> None:
         'default_set = "x"\n'
         '[[listen]]\naddress = "localhost:5060"\nbogus = 1\n'
         '[[sets]]\nname = "pbx"\n'
-        'destinations = [{ uri = "sip:a.example" }, { uri = "sip:127.0.0.1", weight = 0 }]\n'
+        'destinations = [{ uri = "sip:a..example" }, { uri = "sip:127.0.0.1", weight = 0 }]\n'
         '[[sets]]\nname = "pbx"\ndestinations = [{ uri = "sip:127.0.0.1" }]\n'
         '[[routes]]\nset = "y"\nmethod = "invite"\n'
         "[health]\ninterval = 0.5\ntimeout = 0.75\n"
@@ -725,7 +737,7 @@ def test_every_problem_is_reported_at_once() -> None:
     expected = [
         ("listen[0].address", "DNS names are not supported yet"),
         ("listen[0].bogus", "unknown key"),
-        ("sets[0].destinations[0].uri", "DNS names are not supported yet"),
+        ("sets[0].destinations[0].uri", "not a valid IPv4 address"),
         ("sets[0].destinations[1].weight", "greater than or equal to 1"),
         ("sets[1].name", "already defined by sets[0]"),
         ("routes[0].set", "unknown set 'y'"),

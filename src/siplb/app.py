@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from ipaddress import ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,11 +34,13 @@ from siplb.cluster.setups import CallNote, Setup, SetupEnded
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
 from siplb.dispatch.accounting import DialogChanges
+from siplb.dispatch.names import NameReading, expand, ip_version, keep_weights, queries
 from siplb.io.cluster import ClusterLink
 from siplb.io.driver import Driver
 from siplb.io.nft import NftBans
+from siplb.io.resolver import NameResolver
 from siplb.io.tls import client_context, server_context
-from siplb.io.udp import bind_udp, local_address_for
+from siplb.io.udp import bind_udp, interface_addresses, local_address_for
 from siplb.proxy.actions import (
     CallsExpired,
     FailedOver,
@@ -54,7 +57,15 @@ from siplb.proxy.actions import (
 from siplb.proxy.admission import BanLifted, SourceBanned
 from siplb.proxy.core import Proxy
 from siplb.proxy.keepalive import BindingChanges, Shared
-from siplb.proxy.listeners import Listener
+from siplb.proxy.listeners import (
+    HostAddress,
+    Listener,
+    expand_wildcard,
+    is_wildcard,
+    same_interface,
+    serves,
+    wildcard_addresses,
+)
 from siplb.proxy.multihome import SourceRouting
 from siplb.settings import ListenerSettings, ProtectionSettings
 from siplb.sip import Limits
@@ -64,6 +75,10 @@ if TYPE_CHECKING:
     from siplb.admin.server import AdminServer
 
 log = logging.getLogger("siplb")
+
+MAX_LISTENERS = 250  # a wildcard serves at most this many addresses (the worker channel's limit)
+RECHECK = 10.0  # seconds before an address found not local is asked about again
+START_WAIT = 3  # at start, the first DNS answers are waited for this many [dns] timeouts
 
 
 class Peers(Protocol):
@@ -147,6 +162,9 @@ class Balancer:
         self.nft: NftBans | None = None
         self.link: ClusterLink | None = None  # [cluster]: this member's link to the others
         self.draining = False  # the node is drained: unhealthy, its calls finish, no new ones
+        self.names: NameResolver | None = None  # destinations by DNS name (see their section)
+        self.dns_sets: tuple[SetSpec, ...] = ()  # the sets the last answers made of the config
+        self.name_admin: dict[tuple[str, str], AdminState] = {}  # (set, name) drained/disabled
 
     # ---- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,9 +183,11 @@ class Balancer:
             )
             self.listeners.append(listener)
             log.info("listening on %s %s:%d", spec.transport, spec.host, port)
+        self._expand_wildcards()
+        sets = await self._start_names(config)
         self.proxy = Proxy(
             listeners=self.listeners,
-            sets=config.sets,
+            sets=sets,
             routes=config.routes,
             default_set=config.default_set,
             settings=config.proxy,
@@ -179,11 +199,11 @@ class Balancer:
             registrar=config.registrar,
             protection=self._protection(config),
             caps=config.limits,
-            listener_names=[spec.name for spec in config.listeners],
+            listener_names=self._listener_names(),
         )
         # multi-homed hosts: a request leaves from the address the kernel routes it from
-        lookup = functools.lru_cache(4096)(local_address_for)
-        self.proxy.routing = SourceRouting(self.listeners, lookup)
+        self._route_lookup = functools.lru_cache(4096)(local_address_for)
+        self.proxy.routing = self._source_routing()
         self._view = ProxyView(self.proxy, self.driver.pool)
         self.driver.run(self.proxy)
         if config.cluster is not None:
@@ -218,6 +238,8 @@ class Balancer:
                 if given is not None
                 else bind_udp(spec.host, spec.port, spec.recv_buffer, freebind=spec.anycast)
             )
+            if is_wildcard(spec.host):  # its addresses: ``_expand_wildcards``
+                return self.driver.open_wildcard(index, sock)
             return await self.driver.open_udp(index, sock)
         if not self.streams:
             return spec.port  # another process serves it; this one only names it
@@ -226,6 +248,80 @@ class Balancer:
         assert spec.tls is not None  # the config requires cert and key for tls
         context = server_context(spec.tls, verify_client=spec.verify_client)
         return await pool.listen(spec.host, spec.port, index, "tls", context)
+
+    # ---- wildcard listeners (``siplb.proxy.listeners``) -----------------------------------------
+    def _expand_wildcards(self) -> None:
+        """Each wildcard UDP listener becomes one listener per address of the host (its own
+        index names the first); an address added later gets one on its first datagram."""
+        self.wildcard_of: dict[int, int] = {}  # listener index -> the wildcard listener serving it
+        self._unserved: dict[str, float] = {}  # addresses found not local, and when
+        wildcards = [
+            lst for lst in self.listeners if lst.transport == "udp" and is_wildcard(lst.host)
+        ]
+        self.host_addresses: list[HostAddress] = []
+        if not wildcards:
+            return
+        self.host_addresses = [(index, str(ip)) for index, ip in interface_addresses()]
+        for wildcard in wildcards:
+            addresses = wildcard_addresses(wildcard.host, self.host_addresses)
+            if not addresses:
+                raise OSError(f"listen {wildcard.host}: no address of its family on this host")
+            expanded = expand_wildcard(wildcard, addresses, len(self.listeners))
+            self.listeners[wildcard.index] = expanded[0]
+            self.listeners.extend(expanded[1:])
+            for listener in expanded:
+                self.wildcard_of[listener.index] = wildcard.index
+                self.driver.add_address(wildcard.index, listener.index, listener.host)
+            log.info("udp %s:%d serves %s", wildcard.host, wildcard.port, ", ".join(addresses))
+        self.driver.on_new_address = self._new_address
+
+    def _listener_names(self) -> list[str | None]:
+        """Each listener's ``[[listen]] name`` (a wildcard's addresses share its name)."""
+        specs = self.started_config.listeners
+        of = self.wildcard_of
+        return [specs[of.get(lst.index, lst.index)].name for lst in self.listeners]
+
+    def _source_routing(self) -> SourceRouting:
+        """Multi-homed hosts: a request leaves from the address the kernel routes it from,
+        except from an address of a wildcard on a one-interface host, where the address the
+        request arrived on (or its Route named) is kept (``same_interface``)."""
+        found = self.host_addresses
+        keep = same_interface(found, 4) | same_interface(found, 6) if found else frozenset()
+        served = {lst.host for lst in self.listeners if lst.index in self.wildcard_of}
+        keep = keep & served
+        lookup = self._route_lookup
+
+        def routed_from(host: str) -> str | None:
+            local = lookup(host)
+            return None if local in keep else local
+
+        return SourceRouting(self.listeners, routed_from if keep else lookup)
+
+    def _new_address(self, wildcard: int, address: str) -> int | None:
+        """A datagram to ``address`` on wildcard listener ``wildcard``, which has no listener
+        for it: an address added to the host since start gets one (the kernel is asked, at
+        most every ``RECHECK`` seconds an address; a broadcast address never gets one)."""
+        proxy = self.proxy
+        spec = self.started_config.listeners[wildcard]
+        now = self.loop.time()
+        if proxy is None or len(self.listeners) >= MAX_LISTENERS or not serves(spec.host, address):
+            return None
+        # a broadcast address has no route to connect to (EACCES), a local address has one
+        recent = now - self._unserved.get(address, -RECHECK) < RECHECK
+        if recent or local_address_for(address) is None:
+            if len(self._unserved) < MAX_LISTENERS:
+                self._unserved[address] = now
+            return None
+        self._unserved.pop(address, None)
+        listener = replace(self.listeners[wildcard], index=len(self.listeners), host=address)
+        self.listeners.append(listener)
+        self.wildcard_of[listener.index] = wildcard
+        proxy.add_listener(listener, spec.name)
+        self.driver.add_address(wildcard, listener.index, address)
+        self.host_addresses = [(index, str(ip)) for index, ip in interface_addresses()]
+        proxy.routing = self._source_routing()
+        log.info("udp %s:%d serves %s too (a new address)", spec.host, listener.port, address)
+        return listener.index
 
     async def _start_admin(self) -> None:
         from siplb.admin.server import AdminServer
@@ -255,6 +351,7 @@ class Balancer:
         if self.link is not None:
             await self.link.stop(leave=True)  # the others take its share now, not in dead_after
             self.link = None
+        await self._stop_names()
         self._close()
         if self.admin is not None:
             await self.admin.stop()
@@ -294,16 +391,17 @@ class Balancer:
         proxy = self.proxy
         assert proxy is not None
         old_sets = proxy.dispatcher.sets()
-        added, removed, reweighted = diff_sets(old_sets, config.sets)
+        sets = self._reload_names(config)
+        added, removed, reweighted = diff_sets(old_sets, sets)
         warnings = restart_warnings(self.started_config, config)
         proxy.reconfigure(
-            sets=config.sets,
+            sets=sets,
             routes=config.routes,
             default_set=config.default_set,
             now=self.loop.time(),
         )
-        proxy.reconfigure_protection(self._protection(config), self.loop.time())
         self._note_retiring(old_sets)
+        proxy.reconfigure_protection(self._protection(config), self.loop.time())
         self.config = config
         outcome = ReloadOutcome(
             True,
@@ -323,6 +421,16 @@ class Balancer:
             self.admin.config_changed()
         return outcome
 
+    def _trust_draining(self, protection: ProtectionSettings) -> ProtectionSettings:
+        """Destinations removed (by a reload or a DNS answer) that still carry calls stay
+        trusted hosts until the next change after their last call: their dialogs' other
+        side may still send to them (BYE), and is no destination itself."""
+        hosts = sorted({spec.host for _, spec in self.retired_from.values()})
+        if not hosts:
+            return protection
+        extra = tuple(ip_network(host) for host in hosts)
+        return replace(protection, trusted=(*protection.trusted, *extra))
+
     def _note_retiring(self, old_sets: tuple[SetSpec, ...]) -> None:
         retiring = self.proxy.dispatcher.retiring() if self.proxy is not None else frozenset()
         for spec in old_sets:
@@ -331,6 +439,123 @@ class Balancer:
                     self.retired_from.setdefault(dest.uri, (spec.name, dest))
         for uri in [u for u in self.retired_from if u not in retiring]:
             del self.retired_from[uri]
+
+    # ---- destinations by DNS name (RFC 3263): siplb.dispatch.names, siplb.io.resolver ----------
+    # A name's addresses join its set as destinations of their own (the rules are in
+    # siplb.dispatch.names). At start the first answers are waited for, at most a few
+    # ``[dns] timeout``; a name still without one starts with no destination and gets them when
+    # DNS answers. A later change of an answer is installed like a reload (Proxy.reconfigure):
+    # new addresses join, gone ones drain their calls. A reload expands its sets with the
+    # answers in hand and looks up its new names at once. ``[dns]`` itself needs a restart.
+    async def _start_names(self, config: Config) -> tuple[SetSpec, ...]:
+        wanted = queries(config.sets)
+        if wanted:
+            names = self._name_resolver()
+            names.track(wanted)
+            await names.refresh(within=START_WAIT * config.dns.timeout)
+            names.start()
+        self.dns_sets = self._expand(config)
+        return self.dns_sets
+
+    def _reload_names(self, config: Config) -> tuple[SetSpec, ...]:
+        wanted = queries(config.sets)
+        if wanted or self.names is not None:
+            names = self._name_resolver()
+            names.track(wanted)  # answers kept for the names that stay, new ones looked up now
+            if not names.running:
+                names.start()
+        self.dns_sets = self._expand(config)
+        return self.dns_sets
+
+    def _name_resolver(self) -> NameResolver:
+        if self.names is None:
+            self.names = NameResolver(self.started_config.dns, self.loop.time, self.dns_changed)
+        return self.names
+
+    def _expand(self, config: Config) -> tuple[SetSpec, ...]:
+        answers = {} if self.names is None else self.names.table.answers()
+        # the IP versions there is a listener to send from ("::" is dual-stack)
+        hosts = [spec.host for spec in self.started_config.listeners]
+        versions = frozenset(v for h in hosts for v in ((4, 6) if h == "::" else (ip_version(h),)))
+        return expand(config.sets, answers, versions)
+
+    def dns_changed(self) -> None:
+        """Some name's answer changed: its new addresses join its set, the ones gone drain (as
+        in a reload); an operator's weight stays where the answer leaves the weight alone."""
+        proxy = self.proxy
+        if proxy is None:
+            return
+        before, self.dns_sets = self.dns_sets, self._expand(self.config)
+        old_sets = proxy.dispatcher.sets()
+        sets = keep_weights(old_sets, before, self.dns_sets)
+        if sets == old_sets:
+            return
+        added, removed, reweighted = diff_sets(old_sets, sets)
+        now = self.loop.time()
+        proxy.reconfigure(sets=sets, routes=proxy.routes, default_set=proxy.default_set, now=now)
+        self._note_retiring(old_sets)
+        proxy.reconfigure_protection(self._protection(self.config), now)
+        self._name_admin_to_new(old_sets, sets)
+        self.driver.flush()
+        parts = [
+            f"{label} {', '.join(items)}"
+            for label, items in (
+                ("added", added),
+                ("removed", removed),
+                ("re-weighted", reweighted),
+            )
+            if items
+        ] or ["priorities"]
+        message = f"DNS answer changed: {'; '.join(parts)}"
+        log.info("%s", message)
+        self.recorder.journal.add("dns", message, time.time())
+        if self.admin is not None:
+            self.admin.config_changed()
+
+    def addresses_of(self, set_name: str, name: str) -> list[DestinationSpec] | None:
+        """The destinations DNS name ``name`` (a URI or SRV name of the set's config) has now;
+        None when the set has no such name."""
+        proxy = self.proxy
+        names = {n.text for spec in self.config.sets if spec.name == set_name for n in spec.names}
+        if proxy is None or name not in names:
+            return None
+        return [d.spec for d in proxy.dispatcher.destinations(set_name) if d.spec.name == name]
+
+    def _name_admin(self, set_name: str, name: str, admin: AdminState, cause: str) -> bool:
+        """Drain, disable or enable a DNS name of a set: each address it has now, and each one
+        a later answer adds (until it is enabled again). False when ``name`` is no name."""
+        addresses = self.addresses_of(set_name, name)
+        if addresses is None:
+            return False
+        if admin is AdminState.ENABLED:
+            self.name_admin.pop((set_name, name), None)
+        else:
+            self.name_admin[(set_name, name)] = admin
+        log.info(
+            "admin: %s %s in %s: %d addresses (%s)", admin, name, set_name, len(addresses), cause
+        )
+        for spec in addresses:
+            self.set_admin_state(set_name, spec.uri, admin, f"{cause}, for {name}")
+        return True
+
+    def _name_admin_to_new(self, old: Sequence[SetSpec], new: Sequence[SetSpec]) -> None:
+        """A drained or disabled name's new addresses join drained or disabled."""
+        assert self.proxy is not None
+        known = {(spec.name, dest.uri) for spec in old for dest in spec.destinations}
+        for spec in new:
+            for dest in spec.destinations:
+                admin = self.name_admin.get((spec.name, dest.name or ""))
+                if admin is not None and (spec.name, dest.uri) not in known:
+                    cause = f"a new address of {dest.name}, which is {admin}"
+                    self.proxy.set_admin(dest.uri, admin, self.loop.time(), cause)
+
+    def dns_names(self) -> list[NameReading]:
+        """Each name's lookup: status, addresses, last error (``/api/status``, ``/metrics``)."""
+        return [] if self.names is None else self.names.table.readings()
+
+    async def _stop_names(self) -> None:
+        if self.names is not None:
+            await self.names.stop()
 
     # ---- operator actions (admin API) ----------------------------------------------------------
     def find_destination(self, set_name: str, uri: str) -> DestinationSpec:
@@ -349,6 +574,8 @@ class Balancer:
         """Drain, disable or enable a destination (in every set that lists its URI)."""
         proxy = self.proxy
         assert proxy is not None
+        if self._name_admin(set_name, uri, admin, cause):  # a DNS name: each of its addresses
+            return
         self.find_destination(set_name, uri)
         proxy.set_admin(uri, admin, self.loop.time(), cause)
         log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
@@ -652,17 +879,18 @@ class Balancer:
         """The admission stage's settings for this process: with ``rate_share`` N, each holds
         1/N of every per-source budget (each of N workers counts about 1/N of a source's
         requests, Call-IDs hashing evenly over them)."""
+        protection = self._trust_draining(config.protection)
         n = self.rate_share
         if n == 1:
-            return config.protection
-        rate = config.protection.rate
+            return protection
+        rate = protection.rate
         share = replace(
             rate,
             invite=max(1, -(-rate.invite // n)),
             register=max(1, -(-rate.register // n)),
             other=max(1, -(-rate.other // n)),
         )
-        return replace(config.protection, rate=share)
+        return replace(protection, rate=share)
 
     def _ban_changed(self, event: SourceBanned | BanLifted) -> None:
         """A ban made or lifted here: into the kernel's set, when it is asked for."""

@@ -59,10 +59,19 @@ def check(config_path: Path) -> None:
         _print_problems(config_path, exc)
         sys.exit(2)
     dests = sum(len(spec.destinations) for spec in config.sets)
+    names = sum(len(spec.names) for spec in config.sets)
+    named = f", {names} DNS names" if names else ""
     click.echo(
         f"{config_path}: ok ({len(config.listeners)} listeners, {len(config.sets)} sets, "
-        f"{dests} destinations, {len(config.routes)} routes)"
+        f"{dests} destinations{named}, {len(config.routes)} routes)"
     )
+    if names:  # DNS may be down at check time: a warning, not a problem of the file
+        import asyncio
+
+        from siplb.io.resolver import unresolved
+
+        for warning in asyncio.run(unresolved(config.dns, config.sets)):
+            click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()
@@ -232,7 +241,8 @@ def _dest_action(action: str, summary: str) -> None:
     ) -> None:
         client = _client(admin_url, token_file, config_path)
         view = _call(lambda: client.destination_action(set_name, uri, action))
-        click.echo(f"{view['uri']} in {set_name}: {view['state']} ({view['cause']})")
+        for one in view.get("destinations", [view]):  # a DNS name: each of its addresses
+            click.echo(f"{one['uri']} in {set_name}: {one['state']} ({one['cause']})")
 
 
 _dest_action("drain", "No new calls to URI; calls in progress go on until they end.")
@@ -446,3 +456,5 @@ def announce(config_path: Path, admin_url: str | None) -> None:
         config.announce, client.url, client.token, sys.stdin.buffer, sys.stdout
     )
     sys.exit(run_loop(announcer))
+
+

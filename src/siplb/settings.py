@@ -111,6 +111,9 @@ class ProxySettings:
     overload_backlog: float = 0.25  # receive-buffer fill (0-1) from which new calls get 503; 0: off
     workers: int = 1  # processes sharing the UDP listeners (SO_REUSEPORT); 1: one process
     bye_unconfirmed: bool = False  # a 2xx never ACKed (64*T1): BYE to both sides, not only forget
+    # the answer when no destination answered at all (RFC 3261 16.7 step 6: 408), never with
+    # Retry-After: that would stop an upstream trunk sending any call (21.5.4)
+    no_answer_status: int = 408
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +300,16 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsSettings:
+    """``[dns]``: how destination names are resolved (``siplb.io.resolver``)."""
+
+    servers: tuple[tuple[str, int], ...] = ()  # (ip, port); (): the system's (resolv.conf)
+    timeout: float = 2.0  # one lookup, every server tried
+    ttl_floor: float = 5.0  # an answer is kept at least this long; a failed lookup retried after
+    ttl_ceiling: float = 300.0  # and at most this long
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole validated config file."""
 
@@ -319,6 +332,7 @@ class Config:
     config_hash: str = ""  # what nodes compare to show config skew (siplb.config.hashing)
     readiness: NodeHealthSettings = field(default_factory=lambda: NodeHealthSettings())
     announce: AnnounceSettings | None = None  # None: no [announce] table
+    dns: DnsSettings = field(default_factory=DnsSettings)
 
     @property
     def node_id(self) -> str:

@@ -3,7 +3,7 @@
     async with admin_lab(tmp_path, token="t") as lab:
         response = await lab.client.get("/api/status", headers=lab.auth)
 
-The balancer is real (UDP sockets on 127.0.0.1, ephemeral ports, its destinations dead ports),
+The balancer is real (UDP sockets on 127.0.0.1, ephemeral ports, its destinations silent ports),
 its config is a file in ``tmp_path`` so reloads read it again; the sampler does not run on its
 own: a test calls ``lab.server.sample()`` when it wants a sample.
 
@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from siplb.admin.server import AdminServer
@@ -32,6 +34,27 @@ from siplb.config import load_config
 
 DESTS = ("sip:127.0.0.1:9", "sip:127.0.0.1:19")
 TOKEN = "admin-secret"
+
+
+@pytest.fixture(autouse=True)
+def silent_destinations() -> Iterator[None]:
+    """The destinations' ports bound and never read: silent, as the tests expect, not refused
+    (a port unreachable would fail them over at once). ``SO_REUSEPORT``: runs side by side."""
+    socks = []
+    try:
+        for port in (9, 19):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                pytest.fail(f"cannot bind 127.0.0.1:{port} (silent destination): {exc}")
+        yield
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def config_text(

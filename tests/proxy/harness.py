@@ -73,6 +73,7 @@ class Network:
         self.wire: list[Wire] = []  # everything, both directions
         self.lost: list[Send] = []  # sends to an address nobody has
         self.unreachable: set[Target] = set()  # sends there become transport errors
+        self.to_itself = 0  # what the proxy sent to its own listeners (it gets them back)
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
 
@@ -98,14 +99,22 @@ class Network:
 
     def listener_index(self, target: Target) -> int:
         """The proxy listener bound to ``target`` (where an endpoint addresses the proxy)."""
+        index = self.own_listener(target)
+        if index is None:
+            raise LookupError(f"no proxy listener at {target}")
+        return index
+
+    def own_listener(self, target: Target) -> int | None:
+        """The proxy listener that receives what is sent to ``target`` (a wildcard one gets
+        what is sent to a loopback address at its port), or None."""
         for listener in self.proxy.listeners:
-            if (listener.transport, listener.host, listener.port) == (
-                target.transport,
-                target.host,
-                target.port,
+            if (listener.transport, listener.port) != (target.transport, target.port):
+                continue
+            if listener.host == target.host or (
+                listener.host in ("0.0.0.0", "::") and target.host.startswith("127.")
             ):
                 return listener.index
-        raise LookupError(f"no proxy listener at {target}")
+        return None
 
     def _listener_target(self, index: int) -> Target:
         listener = self.proxy.listeners[index]
@@ -155,7 +164,13 @@ class Network:
             return
         endpoint = self.endpoints.get(send.target)
         if endpoint is None:
-            self.lost.append(send)
+            own = self.own_listener(send.target)
+            if own is None:
+                self.lost.append(send)
+                return
+            self.to_itself += 1  # a loop through the proxy itself: it receives its own send
+            source = self._listener_target(send.listener)
+            self.at(now, lambda: self.proxy.receive(send.data, source, own, self.clock.now))
             return
         message = parse(send.data)
         endpoint.inbox.append(Received(now, message, send))
@@ -728,6 +743,7 @@ def make_lab(
     sets: dict[str, Sequence[int]] | None = None,
     protection: ProtectionSettings | None = None,
     caps: LimitsSettings | None = None,
+    max_calls: int | None = None,
 ) -> Lab:
     """A proxy on 127.0.0.1:5060 (UDP, and TCP on the same port), a UAC and one UAS per script.
 
@@ -745,7 +761,15 @@ def make_lab(
     weights = weights or [1] * len(targets)
     priorities = priorities or [0] * len(targets)
     specs = tuple(
-        DestinationSpec(dest_uri(t), t.host, t.port, transport=t.transport, weight=w, priority=p)
+        DestinationSpec(
+            dest_uri(t),
+            t.host,
+            t.port,
+            transport=t.transport,
+            weight=w,
+            priority=p,
+            max_calls=max_calls,
+        )
         for t, w, p in zip(targets, weights, priorities, strict=True)
     )
     proxy = Proxy(

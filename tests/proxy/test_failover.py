@@ -63,7 +63,7 @@ ALL_FAIL_CASES = [
     ((Script(invite=(503,)), Script(invite=(404,))), 404, None, 0.0),  # not a failover code
     ((Script(invite=(486,)), ANSWERS), 486, None, 0.0),  # 486 ends the search at once
     ((Script(invite=(502,)), Script(invite=(504,))), 502, None, 0.0),  # the first of a class
-    ((SILENT, SILENT), 503, b"5", 4.0),  # no response at all: 503 with Retry-After
+    ((SILENT, SILENT), 408, None, 4.0),  # no response at all: 408, no Retry-After (16.7)
     ((Script(invite=(503,)), SILENT), 500, None, 2.0),  # a response beats none
     ((SILENT, Script(invite=(503,))), 500, None, 2.0),
 ]
@@ -93,7 +93,7 @@ MAX_ATTEMPTS_CASES = [
     (3, [Script(invite=(503,))] * 3, 3, 500),
     (2, [Script(invite=(503,)), Script(invite=(503,)), ANSWERS], 2, 500),
     (3, [Script(invite=(503,)), Script(invite=(503,)), ANSWERS], 3, 200),
-    (2, [SILENT] * 3, 2, 503),
+    (2, [SILENT] * 3, 2, 408),
 ]
 
 
@@ -109,13 +109,31 @@ def test_max_attempts_is_honoured(
     assert call.statuses[-1] == status
 
 
-def test_no_response_at_the_attempt_limit_also_says_retry_after() -> None:
-    lab = make_lab([SILENT, SILENT], settings=ProxySettings(max_attempts=1))
+# (settings, destinations: silent or full, what the caller gets, its Retry-After)
+NO_ANSWER_CASES = [
+    pytest.param(ProxySettings(max_attempts=1), 0, 408, None, id="attempt-limit"),
+    pytest.param(ProxySettings(), 0, 408, None, id="all-tried"),
+    pytest.param(ProxySettings(no_answer_status=480), 0, 480, None, id="configured"),
+    pytest.param(ProxySettings(no_answer_status=503), 0, 503, None, id="503-without-retry"),
+    pytest.param(ProxySettings(), 1, 503, b"5", id="the-others-full"),
+]
+
+
+@pytest.mark.parametrize(("settings", "max_calls", "status", "retry_after"), NO_ANSWER_CASES)
+def test_no_destination_answered_is_not_an_overload(
+    settings: ProxySettings, max_calls: int, status: int, retry_after: bytes | None
+) -> None:
+    """RFC 3261 16.7 step 6: silence is 408 (``no_answer_status``). A 503 with Retry-After
+    would tell the upstream trunk that siplb is overloaded and stop all its calls (21.5.4);
+    it stays for destinations that are full (``max_calls``), where backing off is right."""
+    lab = make_lab([SILENT, SILENT], settings=settings, max_calls=max_calls or None)
+    if max_calls:  # the second destination is busy with a call of its own
+        lab.proxy.dispatcher.accounting.setup_started(b"other", lab.uri(1), 0.0)
     call = lab.uac.call()
     call.invite()
-    lab.net.run(5.0)
-    assert call.statuses == [100, 503]
-    assert call.responses[-1].get(b"retry-after") == b"5"
+    lab.net.run(10.0)
+    assert call.statuses == [100, status]
+    assert call.responses[-1].get(b"retry-after") == retry_after
 
 
 # (down_after, states of the silent destination after each of three calls)

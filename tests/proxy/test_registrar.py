@@ -14,11 +14,11 @@ from siplb.proxy.actions import PhoneReachable, PhoneUnreachable, RegistrarLacks
 from siplb.proxy.core import Proxy
 from siplb.proxy.keepalive import SLOTS
 from siplb.proxy.listeners import Listener
-from siplb.proxy.registrar import flow_of
+from siplb.proxy.registrar import flow_of, token_flow
 from siplb.settings import ProxySettings, RegistrarSettings
 from siplb.sip import Request, Response, SipUri, parse, parse_name_addr
 
-from .harness import build_request, build_response
+from .harness import Script, build_request, build_response, make_lab
 
 PUBLIC = "203.0.113.1"
 REGISTRAR = Target("udp", "10.0.0.2", 5060)
@@ -586,3 +586,108 @@ def test_a_phone_registering_from_a_new_nat_binding_replaces_the_old_one() -> No
     registrar_ok(proxy, forwarded(proxy, register(moved, branch=b"z9hG4bKr9"), moved, 0))
     assert list(keepalive.bindings) == [moved]
     assert sum(len(bucket) for bucket in keepalive.wheel) == 1
+
+
+# ---- RFC 5626 outbound: the edge proxy's flow token ------------------------------------------
+
+OUTBOUND_CONTACT = b'<sip:bob@198.51.100.8:5070;ob>;reg-id=1;+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"'
+PUBLIC_PHONE = Target("udp", "198.51.100.8", 5060)  # not behind NAT: no received in our Path
+
+
+# (case, source, listener, contact, via count, token and ob expected)
+OUTBOUND_CASES = [
+    pytest.param(PUBLIC_PHONE, 0, OUTBOUND_CONTACT, 1, True, id="udp-reg-id"),
+    pytest.param(
+        Target("tcp", "198.51.100.8", 51000), 1, OUTBOUND_CONTACT, 1, True, id="tcp-reg-id"
+    ),
+    pytest.param(PUBLIC_PHONE, 0, b"<sip:bob@198.51.100.8:5070;ob>", 1, False, id="no-reg-id"),
+    pytest.param(PUBLIC_PHONE, 0, OUTBOUND_CONTACT, 2, False, id="not-the-first-hop"),
+]
+
+
+@pytest.mark.parametrize(("source", "listener", "contact", "vias", "outbound"), OUTBOUND_CASES)
+def test_an_outbound_register_gets_a_flow_token_and_ob_in_our_path(
+    source: Target, listener: int, contact: bytes, vias: int, outbound: bool
+) -> None:
+    """RFC 5626 5.1: the first hop puts a flow token (the flow the REGISTER came on) in the user
+    part of its Path URI, with ``ob``; a proxy further in puts neither."""
+    proxy = make_proxy()
+    data = register(source, via_host=source.host, contact=contact)
+    if vias == 2:
+        data = data.replace(b"Via: ", b"Via: SIP/2.0/UDP 192.0.2.50;branch=z9hG4bKedge\r\nVia: ", 1)
+    request = forwarded(proxy, data, source, listener)
+    paths = our_path(request)
+    phone_side = paths[-1]  # the entry of the listener the phone came in on
+    assert ("ob" in phone_side.params) is outbound
+    assert (phone_side.user is not None) is outbound
+    assert all(uri.user is None and "ob" not in uri.params for uri in paths[:-1])
+    if outbound:
+        assert token_flow(phone_side.user or b"") == source
+    assert request.values(b"contact") == [contact]  # the Contact goes to the registrar as sent
+
+
+def test_a_request_along_an_outbound_path_uses_the_flow_not_the_request_uri() -> None:
+    """RFC 5626 5.3: the flow token, not the Contact (port 5070), says where the phone is."""
+    proxy = make_proxy()
+    request = forwarded(
+        proxy,
+        register(PUBLIC_PHONE, via_host=PUBLIC_PHONE.host, contact=OUTBOUND_CONTACT),
+        PUBLIC_PHONE,
+        0,
+    )
+    registrar_ok(proxy, request)
+    proxy.receive(
+        invite_along_path(request.values(b"path"), b"sip:bob@198.51.100.8:5070;ob"), PBX, 0, 1.0
+    )
+    [send] = [s for s in take(proxy) if s.data.startswith(b"INVITE ")]
+    assert send.target == PUBLIC_PHONE  # before: 198.51.100.8:5070, by the Request-URI
+    assert send.target.flow
+
+
+def test_a_changed_flow_token_is_refused() -> None:
+    proxy = make_proxy()
+    request = forwarded(
+        proxy,
+        register(PUBLIC_PHONE, via_host=PUBLIC_PHONE.host, contact=OUTBOUND_CONTACT),
+        PUBLIC_PHONE,
+        0,
+    )
+    [path] = request.values(b"path")
+    token = parse_name_addr(path).parsed_uri().user  # type: ignore[union-attr]
+    assert token is not None
+    forged = path.replace(token, b"bm90IGEgZmxvdw")  # "not a flow"
+    proxy.receive(invite_along_path([forged], b"sip:bob@198.51.100.8"), PBX, 0, 1.0)
+    statuses = [parse(s.data) for s in take(proxy)]
+    assert [r.status for r in statuses if isinstance(r, Response)] == [403]
+
+
+def test_a_silent_phone_flow_answers_430_so_the_registrar_side_tries_another() -> None:
+    """RFC 5626 5.3: a flow that fails (here: no answer on UDP until Timer B) is 430, not 408."""
+    proxy = make_proxy()
+    request = forwarded(
+        proxy,
+        register(PUBLIC_PHONE, via_host=PUBLIC_PHONE.host, contact=OUTBOUND_CONTACT),
+        PUBLIC_PHONE,
+        0,
+    )
+    proxy.receive(invite_along_path(request.values(b"path"), b"sip:bob@198.51.100.8"), PBX, 0, 1.0)
+    take(proxy)
+    now = 1.0
+    while (deadline := proxy.get_timer()) is not None and deadline < 40.0:
+        now = deadline
+        proxy.handle_timer(now)
+    finals = [parse(s.data) for s in take(proxy) if s.target == PBX]
+    statuses = {r.status for r in finals if isinstance(r, Response) and r.status >= 200}
+    assert statuses == {430}  # (sent again by Timer G: this PBX never ACKs)
+
+
+def test_430_from_a_destination_fails_over_to_the_next_one() -> None:
+    """A destination whose flow to the phone failed answers 430: another destination of the
+    set may hold another flow of the same phone (RFC 5626 5.3, 10)."""
+    lab = make_lab([Script(invite=(430,)), Script()])
+    call = lab.uac.call()
+    call.invite()
+    lab.net.run(1.0)
+    assert call.statuses == [100, 180, 200]
+    assert lab.proxy.stats["failovers"] == 1
+    assert lab.state(0) == "up"  # the destination itself is fine: only its flow failed

@@ -179,3 +179,48 @@ def test_a_full_call_from_a_stranger_still_works() -> None:
     assert 200 in call.statuses
     assert [r.status for r in call.responses_to("BYE")] == [200]
     assert all(isinstance(m, Request) for m in lab.uas[0].requests() + lab.uas[1].requests())
+
+
+# ---- pre-loaded Route sets on new requests (RFC 3608 Service-Route, outbound proxies) --------
+
+TRUSTED_PEER = Target("udp", "127.0.0.12", 5060)  # inside 127.0.0.8/29
+
+# (Route set of a new INVITE, where it arrives, or None: refused with 403 and sent nowhere)
+PRELOADED = [
+    pytest.param([OURS, b"<sip:127.0.0.1:5071;lr>"], "uas1", id="ours-then-a-destination"),
+    pytest.param([OURS, b"<sip:scscf@127.0.0.12;lr>"], "peer", id="ours-then-a-trusted-peer"),
+    pytest.param(
+        [OURS, b"<sip:127.0.0.1:5071;lr>", b"<sip:127.0.0.50;lr>"],
+        "uas1",
+        id="the-next-hop-decides",
+    ),
+    pytest.param([OURS, b"<sip:127.0.0.50:5060;lr>"], None, id="ours-then-foreign"),
+    pytest.param([b"<sip:127.0.0.1:5071;lr>"], None, id="a-destination-without-ours"),
+]
+
+
+@pytest.mark.parametrize(("routes", "reached"), PRELOADED)
+def test_a_preloaded_route_through_us_to_a_peer_of_ours_is_loose_routed(
+    routes: list[bytes], reached: str | None
+) -> None:
+    lab = _lab(protection=ProtectionSettings(trusted=(ip_network("127.0.0.8/29"),)))
+    caller = UAC("caller", Target("udp", "127.0.0.30", 5000))
+    sink = Sink("foreign", FOREIGN)
+    peer = Sink("peer", TRUSTED_PEER)
+    for endpoint in (caller, sink, peer):
+        lab.net.add(endpoint)
+    call = caller.call(b"sip:bob@example.com", headers=[(b"Route", r) for r in routes])
+    call.invite()
+    lab.net.run(1.0)
+    hosts = {"uas0": lab.uas[0], "uas1": lab.uas[1], "peer": peer, "foreign": sink}
+    got = {name for name, endpoint in hosts.items() if endpoint.requests("INVITE")}
+    if reached is None:
+        assert got == set()
+        assert call.statuses == [403]
+        return
+    assert got == {reached}
+    invite = hosts[reached].requests("INVITE")[0]  # (a sink retransmits: it never answers)
+    assert invite.uri == b"sip:bob@example.com"  # loose routing: the Request-URI as it was
+    assert invite.values(b"route") == routes[1:]  # our entry popped, the rest kept (16.4)
+    assert invite.values(b"record-route") == [OURS]  # later requests of the dialog pass here
+    assert lab.proxy.stats["refused:relay"] == 0

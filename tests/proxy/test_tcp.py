@@ -67,7 +67,7 @@ def test_no_retransmission_on_a_reliable_transport(method: str, script: Script) 
         lab.uac.send(lab.uac.request(method, b"sip:bob@127.0.0.1:5060"))
     lab.net.run(40.0)
     assert len(lab.uas[0].requests(method)) == 1
-    assert lab.uac.finals() == [(32.0, 503)]  # Timer B / F still bound the wait
+    assert lab.uac.finals() == [(32.0, 408)]  # Timer B / F still bound the wait
 
 
 # (destination script, request): client transactions end with the final response (D, K = 0)
@@ -115,14 +115,14 @@ def test_transport_error_fails_over_at_once() -> None:
     assert (lab.active(0), lab.active(1)) == (0, 1)
 
 
-def test_transport_errors_everywhere_give_503_at_once() -> None:
+def test_transport_errors_everywhere_give_408_at_once() -> None:
     lab = make_lab(2, transport="tcp")
     lab.net.unreachable.update(uas.target for uas in lab.uas)
     call = lab.uac.call()
     call.invite()
     lab.net.settle()
-    assert call.statuses == [100, 503]
-    assert call.responses[-1].get(b"retry-after") == b"5"
+    assert call.statuses == [100, 408]  # no destination answered (16.7 step 6)
+    assert call.responses[-1].get(b"retry-after") is None
     assert lab.proxy.clients == {}
 
 

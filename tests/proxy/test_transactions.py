@@ -78,7 +78,7 @@ def test_timer_a_doubles_until_timer_b(t1: float, expected: list[float]) -> None
     assert len(branches) == 1  # one client transaction, retransmitting
     [(at, status)] = final_statuses(lab, "INVITE")
     assert at == pytest.approx(64 * t1)
-    assert status == 503
+    assert status == 408  # 16.7 step 6: the timed-out client transaction counts as 408
 
 
 def test_timer_a_stops_at_the_first_provisional() -> None:
@@ -102,7 +102,7 @@ def test_timer_e_is_capped_at_t2(t2: float, expected: list[float]) -> None:
     lab.uac.send(lab.uac.request("MESSAGE", b"sip:bob@127.0.0.1:5060"))
     lab.net.run(40.0)
     assert arrival_times(lab, 0, "MESSAGE") == pytest.approx(expected)
-    assert final_statuses(lab, "MESSAGE") == [(32.0, 503)]
+    assert final_statuses(lab, "MESSAGE") == [(32.0, 408)]
 
 
 def test_timer_e_runs_at_t2_after_a_provisional() -> None:
@@ -111,16 +111,16 @@ def test_timer_e_runs_at_t2_after_a_provisional() -> None:
     lab.uac.send(lab.uac.request("MESSAGE", b"sip:bob@127.0.0.1:5060"))
     lab.net.run(40.0)
     assert arrival_times(lab, 0, "MESSAGE") == [0.0, *(0.5 + 4.0 * n for n in range(8))]
-    assert final_statuses(lab, "MESSAGE") == [(32.0, 503)]
+    assert final_statuses(lab, "MESSAGE") == [(32.0, 408)]
 
 
 # ---- Timer B / F: what goes upstream ---------------------------------------------------------
 
 # (destination script, method, status the caller gets at 64*T1)
 TIMEOUT_CASES = [
-    (Script(invite=()), "INVITE", 503),  # Timer B, a dispatched request
-    (Script(other=None), "MESSAGE", 503),  # Timer F
-    (Script(other=100), "MESSAGE", 503),  # Timer F after a provisional: no Timer C for non-INVITE
+    (Script(invite=()), "INVITE", 408),  # Timer B, a dispatched request (16.7 step 6)
+    (Script(other=None), "MESSAGE", 408),  # Timer F
+    (Script(other=100), "MESSAGE", 408),  # Timer F after a provisional: no Timer C for non-INVITE
 ]
 
 
@@ -216,7 +216,7 @@ CLEANUP_CASES: list[tuple[str, Script, str, bool, Sequence[Checkpoint]]] = [
     ("timer-L-and-M", Script(invite=(180, 200)), "INVITE", True, [(31.9, 1, 1), (32.1, 0, 0)]),
     # non-INVITE 200: server Timer J (64*T1), client Timer K (T4)
     ("timer-J-and-K", Script(other=200), "MESSAGE", True, [(4.9, 1, 1), (5.1, 1, 0), (32.1, 0, 0)]),
-    # a local 503 after Timer B on the only destination: then Timer H/I as above
+    # a local 408 after Timer B on the only destination: then Timer H/I as above
     (
         "after-timer-B",
         Script(invite=()),

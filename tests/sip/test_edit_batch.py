@@ -197,6 +197,83 @@ def test_a_copy_goes_its_own_way() -> None:
     assert first.apply().max_forwards == second.apply().max_forwards == 69
 
 
+# (id, original, steps, the header lines after the start line): ``add_top_value`` puts a new
+# first element right above the header's first line, so a proxy's Via joins the others and a
+# Record-Route or Path added on top never splits the Via rows (RFC 3261 16.6 steps 4, 8)
+TOP_VALUE_CASES: list[tuple[str, bytes, Steps, list[bytes]]] = [
+    (
+        "Via first in the message",
+        msg(b"Via: SIP/2.0/UDP a", b"Max-Forwards: 70"),
+        lambda e: (
+            e.add_top_value(b"Via", b"SIP/2.0/UDP lb"),
+            e.add_first(b"Record-Route", b"<sip:lb;lr>"),
+        ),
+        [b"Record-Route: <sip:lb;lr>", b"Via: SIP/2.0/UDP lb", b"Via: SIP/2.0/UDP a"],
+    ),
+    (
+        "Via below other lines, Record-Route added first",
+        msg(b"Max-Forwards: 70", b"v: SIP/2.0/UDP a", b"Via: SIP/2.0/UDP b"),
+        lambda e: (
+            e.add_first(b"Record-Route", b"<sip:lb;lr>"),
+            e.set(b"Max-Forwards", b"69"),
+            e.add_top_value(b"Via", b"SIP/2.0/UDP lb"),
+        ),
+        [
+            b"Record-Route: <sip:lb;lr>",
+            b"Max-Forwards: 69",
+            b"Via: SIP/2.0/UDP lb",
+            b"v: SIP/2.0/UDP a",
+            b"Via: SIP/2.0/UDP b",
+        ],
+    ),
+    (
+        "two values: the last added on top",
+        msg(b"Via: SIP/2.0/UDP a"),
+        lambda e: (
+            e.add_top_value(b"Via", b"SIP/2.0/UDP 1"),
+            e.add_top_value(b"Via", b"SIP/2.0/UDP 2"),
+        ),
+        [b"Via: SIP/2.0/UDP 2", b"Via: SIP/2.0/UDP 1", b"Via: SIP/2.0/UDP a"],
+    ),
+    (
+        "no such header yet: on top",
+        msg(b"Max-Forwards: 70"),
+        lambda e: (
+            e.add_first(b"Record-Route", b"<sip:lb;lr>"),
+            e.add_top_value(b"Path", b"<sip:p>"),
+        ),
+        [b"Path: <sip:p>", b"Record-Route: <sip:lb;lr>", b"Max-Forwards: 70"],
+    ),
+    (
+        "its first line removed",
+        msg(b"Route: <sip:lb;lr>", b"Route: <sip:x;lr>", b"Subject: s"),
+        lambda e: (e.pop_top_values(b"route"), e.add_top_value(b"Route", b"<sip:y;lr>")),
+        [b"Route: <sip:y;lr>", b"Route: <sip:x;lr>", b"Subject: s"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("original", "steps", "lines"),
+    [c[1:] for c in TOP_VALUE_CASES],
+    ids=[c[0] for c in TOP_VALUE_CASES],
+)
+def test_add_top_value_keeps_the_lines_of_a_header_together(
+    original: bytes, steps: Steps, lines: list[bytes]
+) -> None:
+    message = parse(original)
+    edit: Edit[Message] = Edit(message)
+    steps(edit)
+    out = edit.apply()
+    header_lines = out.to_bytes().split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+    assert header_lines[: len(lines)] == lines
+    assert parse(out.to_bytes()) == out
+    assert message.to_bytes() == original  # the original is left as it was
+    copied = Edit(message)
+    steps(copied)
+    assert copied.copy().apply().to_bytes() == out.to_bytes()
+
+
 MISUSES: list[tuple[str, bytes, Steps]] = [
     ("more values than there are", ROUTED, lambda e: e.pop_top_values(b"route", 4)),
     ("a value of a header that is not there", ROUTED, lambda e: e.replace_top_value(b"Path", b"x")),

@@ -223,6 +223,12 @@ class AdminApi:
             self.balancer.set_admin_state(set_name, uri, ACTIONS[action], cause)
         except KeyError as exc:
             return error(404, exc.args[0])
+        addresses = self.balancer.addresses_of(set_name, uri)
+        if addresses is not None:  # a DNS name: the addresses it has now
+            meter = self.server.meter
+            views = [destination_json(self.balancer, meter, set_name, spec) for spec in addresses]
+            body = {"set": set_name, "name": uri, "destinations": [v for v in views if v]}
+            return web.json_response(body)
         return await self.destination(request)
 
     async def weight(self, request: web.Request) -> web.Response:

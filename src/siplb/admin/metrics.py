@@ -126,6 +126,7 @@ class _Collector(Collector):
         yield from self._events()
         yield from self._protection()
         yield from self._streams()
+        yield from dns_metrics(self.balancer)
         reading = self.balancer.cluster()
         if reading is not None:
             yield from cluster_metrics(reading)
@@ -336,6 +337,35 @@ class _Collector(Collector):
             "Admin API requests refused, by reason (wrong host, missing or wrong token ...).",
             self.admin_refused,
         )
+
+
+DNS_STATUSES = ("pending", "ok", "stale", "unresolved")
+
+
+def dns_metrics(balancer: BalancerView) -> Iterator[Metric]:
+    """The DNS names the sets use (none: no such families): each one's status (1 for the
+    current one; "stale": the last lookup failed and the last good answer is kept) and how many
+    addresses its answer in use has."""
+    readings = balancer.dns_names()
+    if not readings:
+        return
+    status = GaugeMetricFamily(
+        "siplb_dns_name_status",
+        "A destination name's lookup status (1 for the current one).",
+        labels=["name", "status"],
+    )
+    addresses = GaugeMetricFamily(
+        "siplb_dns_name_addresses",
+        "Addresses in a destination name's answer in use.",
+        labels=["name"],
+    )
+    for reading in readings:
+        name = reading.query.label
+        for value in DNS_STATUSES:
+            status.add_metric([name, value], 1.0 if reading.status == value else 0.0)
+        addresses.add_metric([name], float(len(reading.targets)))
+    yield status
+    yield addresses
 
 
 def cluster_metrics(reading: ClusterReading) -> Iterator[Metric]:

@@ -54,7 +54,10 @@ def _action(verb: str, effect: str) -> JSON:
         "post": {
             "summary": f"{verb.capitalize()} a destination",
             "description": effect
-            + " Admin state belongs to the URI, so it applies in every set listing it.",
+            + " Admin state belongs to the URI, so it applies in every set listing it. {uri} may"
+            " also be a DNS name of the set as configured (a URI naming a host, or its srv):"
+            " then every address it has now, and each one a later answer adds, until enabled;"
+            " the answer is {set, name, destinations}.",
             "operationId": f"{verb}Destination",
             "parameters": DEST_PARAMS,
             "responses": {
@@ -109,6 +112,11 @@ SCHEMAS: JSON = {
                 "type": "boolean",
                 "description": "Removed by a reload, still carrying calls (draining).",
             },
+            "name": {
+                "type": ["string", "null"],
+                "description": "The DNS name (URI or SRV name as configured) this address was "
+                "resolved from; null for a destination configured by address.",
+            },
         },
     },
     "Set": {
@@ -154,6 +162,27 @@ SCHEMAS: JSON = {
             },
             "admin": {"type": "object"},
             "totals": {"type": "object"},
+            "dns": {
+                "type": "array",
+                "description": "The DNS names the sets use (RFC 3263): status ok, stale (the "
+                "last lookup failed, the last good answer is kept), unresolved (never answered: "
+                "no destination from it) or pending.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "srv": {"type": "boolean"},
+                        "status": {
+                            "type": "string",
+                            "enum": ["pending", "ok", "stale", "unresolved"],
+                        },
+                        "addresses": {"type": "array", "items": {"type": "string"}},
+                        "error": {"type": ["string", "null"]},
+                        "answered_at": NULLABLE_NUMBER,
+                        "next_lookup_s": {"type": "number"},
+                    },
+                },
+            },
         },
     },
     "Event": {
@@ -168,6 +197,7 @@ SCHEMAS: JSON = {
                     "failover",
                     "reload",
                     "weight",
+                    "dns",
                     "expired",
                     "ban",
                     "unban",

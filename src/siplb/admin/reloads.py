@@ -22,6 +22,7 @@ RESTART_SECTIONS = (
     ("limits", "[limits]"),
     ("registrar", "[registrar]"),
     ("tls", "[tls]"),
+    ("dns", "[dns]"),
 )
 
 

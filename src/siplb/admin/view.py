@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from siplb.dispatch import AdminState, DestinationSpec, HealthSnapshot, SetSpec
+from siplb.dispatch.names import NameReading
 from siplb.proxy.admission import BanView
 from siplb.proxy.listeners import Listener
 from siplb.settings import Config
@@ -238,6 +239,14 @@ class BalancerView(Protocol):
         ...
 
     def worker_counters(self) -> WorkerCounters: ...
+    def addresses_of(self, set_name: str, name: str) -> list[DestinationSpec] | None:
+        """The destinations a DNS name of the set has now; None if the set has no such name."""
+        ...
+
+    def dns_names(self) -> list[NameReading]:
+        """Each DNS name the sets use, as last looked up (``siplb.dispatch.names``)."""
+        ...
+
     def cluster(self) -> ClusterReading | None:
         """This member's view of its cluster; None without ``[cluster]``."""
         ...

@@ -73,6 +73,7 @@ def destination_json(
         "failures": snap.total_failures,
         "consecutive_failures": snap.consecutive_failures,
         "removed": removed,
+        "name": spec.name,
     }
 
 
@@ -185,7 +186,26 @@ def status_json(
             "client": sum(w["transactions"][1] for w in workers),
         }
         out["workers"] = workers
+    out["dns"] = dns_json(balancer, now)
     return out
+
+
+def dns_json(balancer: BalancerView, now: float) -> list[JSON]:
+    """Each DNS name the sets use: its status, addresses, last error (RFC 3263 lookups)."""
+    return [
+        {
+            "name": reading.query.label,
+            "srv": reading.query.srv,
+            "status": str(reading.status),
+            "addresses": [target.uri for target in reading.targets],
+            "error": reading.error or None,
+            "answered_at": None
+            if reading.answered is None
+            else round(balancer.wall(reading.answered), 3),
+            "next_lookup_s": round(max(0.0, reading.expires - now), 3),
+        }
+        for reading in balancer.dns_names()
+    ]
 
 
 def _hostport(host: str, port: int) -> str:

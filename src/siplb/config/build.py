@@ -15,10 +15,19 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from siplb.dispatch.spec import Algorithm, DestinationSpec, HealthSettings, SetSpec
+from siplb.dispatch.names import srv_transport
+from siplb.dispatch.spec import (
+    Algorithm,
+    DestinationSpec,
+    HealthSettings,
+    NameSpec,
+    Query,
+    SetSpec,
+)
 from siplb.settings import (
     AdminSettings,
     Config,
+    DnsSettings,
     HostPort,
     LimitsSettings,
     ListenerSettings,
@@ -41,6 +50,7 @@ from .protection import build_protection
 from .schema import (
     AdminModel,
     DestinationModel,
+    DnsModel,
     DocumentModel,
     HealthModel,
     LimitsModel,
@@ -54,6 +64,7 @@ from .schema import (
     TcpModel,
     TlsModel,
 )
+from .values import NamedUri
 
 S = TypeVar("S")
 HASH = Algorithm.HASH
@@ -105,9 +116,11 @@ class _Builder:
                 node_health, None if "sets" in self.broken else set_names, self.problems
             ),
             announce=build_announce(doc.announce, doc.admin, self.problems),
+            dns=self._dns(doc.dns),
         )
         cluster = build_cluster(doc.cluster, doc.proxy, self.problems, self.base_dir)
         self._anycast(config.listeners, cluster is not None)
+        self._wildcards(config.listeners, config.proxy.workers)
         if cluster is None:
             return config
         # One node id: the cluster's, which [proxy] node_id gave when only it was set.
@@ -210,6 +223,39 @@ class _Builder:
                     "(probes and keepalives leave from it)",
                 )
 
+    def _wildcards(self, listeners: tuple[ListenerSettings, ...], workers: int) -> None:
+        """A wildcard address (``0.0.0.0``, ``::``) listens on every address of the host: for
+        udp only (each datagram carries its local address), in one process, never anycast,
+        and no other udp listener of its family may take its port."""
+        for index, spec in enumerate(listeners):
+            if spec.host not in ("0.0.0.0", "::"):
+                continue
+            loc = ("listen", index, "address")
+            if spec.transport != "udp":
+                self.problems.add(
+                    loc,
+                    f"{spec.host} (every address) is for udp listeners; give a {spec.transport} "
+                    "listener one address ([[listen]] per address)",
+                )
+                continue
+            if workers > 1:
+                self.problems.add(
+                    loc, f"{spec.host} (every address) needs [proxy] workers = 1 (not {workers})"
+                )
+            if spec.anycast:
+                self.problems.add(
+                    ("listen", index, "anycast"), "an anycast listener needs its shared address"
+                )
+            for other, rival in enumerate(listeners):
+                same = rival.transport == "udp" and (":" in rival.host) == (":" in spec.host)
+                same = same and rival.host != spec.host  # the same address: "already bound"
+                if other != index and same and spec.port != 0 and rival.port == spec.port:
+                    self.problems.add(
+                        ("listen", other, "address"),
+                        f"port {spec.port} is taken on every address by listen[{index}] "
+                        f"({spec.host})",
+                    )
+
     def _file(self, text: str | None, loc: Loc, *, directory_ok: bool = False) -> Path | None:
         return find_file(text, loc, self.problems, self.base_dir, directory_ok=directory_ok)
 
@@ -231,27 +277,39 @@ class _Builder:
             elif isinstance(name, str):
                 names[name] = index
             # Destinations are checked even when the set's other keys are broken.
-            destinations = () if "destinations" in broken else self._destinations(table, loc)
+            destinations, named = (
+                ((), ()) if "destinations" in broken else self._destinations(table, loc)
+            )
             if model is None:
                 continue
             if "hash_key" in table and "algorithm" not in broken and model.algorithm != HASH:
                 self.problems.add((*loc, "hash_key"), 'hash_key applies to algorithm = "hash" only')
-            sets.append(SetSpec(model.name, destinations, model.algorithm, model.hash_key))
+            algorithm = model.algorithm
+            if model.srv is not None:
+                named = (*named, _srv_name(model.srv))
+                if "algorithm" not in table:  # RFC 2782: priority levels, weighted shares
+                    algorithm = Algorithm.PRIORITY
+            sets.append(SetSpec(model.name, destinations, algorithm, model.hash_key, named))
         return tuple(sets)
 
-    def _destinations(self, table: dict[str, Any], loc: Loc) -> tuple[DestinationSpec, ...]:
-        tables: list[dict[str, Any]] = table["destinations"]  # its shape is checked
-        if not tables:
-            self.problems.add((*loc, "destinations"), "a set needs at least one destination")
-        seen: dict[tuple[str, str, int], int] = {}
+    def _destinations(
+        self, table: dict[str, Any], loc: Loc
+    ) -> tuple[tuple[DestinationSpec, ...], tuple[NameSpec, ...]]:
+        tables: list[dict[str, Any]] = table.get("destinations", [])  # its shape is checked
+        if not tables and "srv" not in table:
+            self.problems.add(
+                (*loc, "destinations"), "a set needs at least one destination (or srv)"
+            )
+        seen: dict[tuple[str, str, int | None], int] = {}
         destinations = []
+        named: list[NameSpec] = []
         for index, item in enumerate(tables):
             dest_loc = (*loc, "destinations", index)
             dest, _ = self.problems.validate_partial(DestinationModel, item, dest_loc)
             if dest is None:
                 continue
             uri = dest.uri
-            key = (uri.transport, uri.host, uri.port)
+            key = (str(uri.transport), uri.host, uri.port)
             if key in seen:
                 self.problems.add(
                     (*loc, "destinations", index, "uri"),
@@ -259,6 +317,13 @@ class _Builder:
                     f"({uri.transport} {HostPort(uri.host, uri.port)})",
                 )
             seen.setdefault(key, index)
+            if isinstance(uri, NamedUri):
+                query = Query(uri.host, port=uri.port, transport=uri.transport, secure=uri.secure)
+                attrs = MappingProxyType(dict(dest.attrs))
+                named.append(
+                    NameSpec(uri.uri, query, dest.weight, dest.priority, dest.max_calls, attrs)
+                )
+                continue
             destinations.append(
                 DestinationSpec(
                     uri=uri.uri,
@@ -271,7 +336,7 @@ class _Builder:
                     attrs=MappingProxyType(dict(dest.attrs)),
                 )
             )
-        return tuple(destinations)
+        return tuple(destinations), tuple(named)
 
     def _routes(
         self, tables: list[dict[str, Any]], set_names: Sequence[object]
@@ -419,11 +484,28 @@ class _Builder:
             key=self._file(model.key, ("tls", "key")),
         )
 
+    def _dns(self, table: dict[str, Any]) -> DnsSettings:
+        model, broken = self.problems.validate_partial(DnsModel, table, ("dns",))
+        if model is None:  # pragma: no cover - every key has a default
+            return DnsSettings()
+        self.problems.check_order(model, broken, ("dns",), "ttl_floor", "ttl_ceiling")
+        if model.servers == []:
+            self.problems.add(
+                ("dns", "servers"), "an empty list resolves nothing: remove the key for resolv.conf"
+            )
+        servers = () if model.servers is None else tuple(dict.fromkeys(model.servers))
+        return DnsSettings(servers, model.timeout, model.ttl_floor, model.ttl_ceiling)
+
     def _section(
         self, model_type: type[Model], table: dict[str, Any], key: str, settings: Callable[..., S]
     ) -> S:
         model = self.problems.validate(model_type, table, (key,))
         return settings() if model is None else settings(**model.model_dump())
+
+
+def _srv_name(name: str) -> NameSpec:
+    """A set's ``srv``: the SRV name, its transport read from it."""
+    return NameSpec(name, Query(name, srv=True, transport=srv_transport(name)))
 
 
 def _names(tables: list[dict[str, Any]]) -> list[str]:

@@ -19,18 +19,21 @@ from siplb.settings import MIB, HostPort, IPNetwork
 
 from .values import (
     DestinationUri,
+    NamedUri,
     check_token,
     compile_regex,
     parse_advertise,
     parse_bind_address,
     parse_codes,
     parse_destination_uri,
+    parse_dns_server,
     parse_host_name,
     parse_methods,
     parse_network,
     parse_peer_address,
     parse_redis_url,
     parse_service_address,
+    parse_srv_name,
 )
 
 T = TypeVar("T")
@@ -90,7 +93,9 @@ def _nonempty(value: str) -> str:
 
 BindAddress = Annotated[tuple[str, int], PlainValidator(_string(parse_bind_address))]
 Advertise = Annotated[HostPort, PlainValidator(_string(parse_advertise))]
-Uri = Annotated[DestinationUri, PlainValidator(_string(parse_destination_uri))]
+Uri = Annotated[DestinationUri | NamedUri, PlainValidator(_string(parse_destination_uri))]
+SrvName = Annotated[str, PlainValidator(_string(parse_srv_name))]
+DnsServer = Annotated[tuple[str, int], PlainValidator(_string(parse_dns_server))]
 Network = Annotated[IPNetwork, PlainValidator(_string(parse_network))]
 Methods = Annotated[frozenset[str], PlainValidator(parse_methods)]
 Regex = Annotated[re.Pattern[str], PlainValidator(compile_regex)]
@@ -145,7 +150,8 @@ class SetModel(Model):
     name: SetName
     algorithm: Annotated[Algorithm, Strict(False)] = Algorithm.ROUND_ROBIN
     hash_key: Annotated[HashKey, Strict(False)] = HashKey.CALL_ID
-    destinations: list[dict[str, Any]]  # each one a DestinationModel, checked on its own
+    destinations: list[dict[str, Any]] = []  # each one a DestinationModel, checked on its own
+    srv: SrvName | None = None  # fill the set from this SRV name (build.py: this or destinations)
 
 
 class RouteModel(Model):
@@ -183,6 +189,7 @@ class ProxyModel(Model):
     overload_backlog: float = Field(0.25, ge=0, le=1)
     workers: int = Field(1, ge=1, le=64)
     bye_unconfirmed: bool = False
+    no_answer_status: int = Field(408, ge=400, le=699)  # none answered (16.7)
 
 
 class TcpModel(Model):
@@ -299,6 +306,13 @@ class ClusterModel(Model):
     lease_ttl: Seconds = 3.0  # at least dead_after (cluster.py)
 
 
+class DnsModel(Model):
+    servers: list[DnsServer] | None = None  # None: the system's (resolv.conf)
+    timeout: Seconds = 2.0
+    ttl_floor: Seconds = 5.0
+    ttl_ceiling: Seconds = 300.0  # at least ttl_floor (build.py)
+
+
 class DocumentModel(Model):
     """The top level. Tables are validated one by one (so a broken table does not hide the
     problems of the others, nor the checks across tables): here they are only shapes."""
@@ -319,3 +333,4 @@ class DocumentModel(Model):
     acl: list[dict[str, Any]] = []
     cluster: dict[str, Any] | None = None  # None: no [cluster] table, siplb runs alone
     announce: dict[str, Any] | None = None  # None: no [announce] table (config/announce.py)
+    dns: dict[str, Any] = {}

@@ -161,8 +161,21 @@ def parse_host_name(text: str) -> str:
         raise ValueError(f"{text!r} is not a DNS name or an IP address") from None
 
 
-def parse_destination_uri(text: str) -> DestinationUri:
-    """``sip:IP[:port][;transport=udp|tcp|tls]`` or ``sips:IP[:port]`` (RFC 3261 19.1)."""
+@dataclass(frozen=True, slots=True)
+class NamedUri:
+    """A destination URI naming a DNS host (RFC 3263): the port and transport it gives, if any
+    (None: the lookups decide); ``secure`` for sips."""
+
+    uri: str
+    host: str  # lower case, no trailing dot
+    port: int | None
+    transport: Transport | None
+    secure: bool
+
+
+def parse_destination_uri(text: str) -> DestinationUri | NamedUri:
+    """``sip:host[:port][;transport=udp|tcp|tls]`` or ``sips:host[:port]`` (RFC 3261 19.1); the
+    host an IP literal or a DNS name (``NamedUri``, resolved per RFC 3263)."""
     scheme, colon, rest = text.partition(":")
     scheme = scheme.lower()
     if not colon or scheme not in ("sip", "sips"):
@@ -173,12 +186,15 @@ def parse_destination_uri(text: str) -> DestinationUri:
     if "@" in hostport:
         raise ValueError(f"a destination URI names a host, not a user: remove 'user@' ({text!r})")
     host, bracketed, port = _split_host_port(hostport, "sip:[::1]:5060")
-    ip = _ip_literal(host, bracketed)
     transport = _uri_transport(scheme, params, text)
+    if port == 0:
+        raise ValueError(f"port 0 is not a destination port ({text!r})")
+    if not bracketed and _HOSTNAME.fullmatch(host) and not _is_ipv4(host):
+        given = transport if params else None  # None: NAPTR and SRV decide (RFC 3263 4.1)
+        return NamedUri(text, host.lower().removesuffix("."), port, given, scheme == "sips")
+    ip = _ip_literal(host, bracketed)
     if port is None:
         port = SIPS_PORT if transport == "tls" else SIP_PORT
-    elif port == 0:
-        raise ValueError(f"port 0 is not a destination port ({text!r})")
     return DestinationUri(text, ip, port, transport)
 
 
@@ -199,6 +215,39 @@ def _uri_transport(scheme: str, params: list[str], text: str) -> Transport:
             raise ValueError(f"sips: needs TLS, so transport=udp is not allowed ({text!r})")
         return "tls"
     return "udp" if value is None else value
+
+
+_SRV_PREFIXES = ("_sip._udp.", "_sip._tcp.", "_sips._tcp.")
+
+
+def parse_srv_name(text: str) -> str:
+    """An SRV owner name a set is filled from (RFC 3263 4.1): ``_sip._udp.example.com``,
+    ``_sip._tcp.`` or ``_sips._tcp.``; returned in lower case without the trailing dot."""
+    lower = text.lower().removesuffix(".")
+    for prefix in _SRV_PREFIXES:
+        if lower.startswith(prefix) and _HOSTNAME.fullmatch(lower[len(prefix) :]):
+            return lower
+    raise ValueError(
+        f"{text!r} is not a SIP SRV name: write it like '_sip._udp.pbx.example.com' "
+        "(or _sip._tcp., _sips._tcp.)"
+    )
+
+
+def parse_dns_server(text: str) -> tuple[str, int]:
+    """A DNS server: ``ip`` or ``ip:port`` (``[ipv6]:port``); the port defaults to 53."""
+    host, bracketed, port = _split_host_port(text, "[::1]:53")
+    ip = _ip_literal(host, bracketed)
+    if port == 0:
+        raise ValueError(f"port 0 is not a DNS server port ({text!r})")
+    return ip, 53 if port is None else port
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_network(text: str) -> IPNetwork:

@@ -44,10 +44,46 @@ class DestinationSpec:
     priority: int = 0
     max_calls: int | None = None
     attrs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    name: str | None = None  # resolved from DNS: the URI or SRV name as written (``NameSpec``)
 
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What is looked up in DNS for a ``NameSpec`` (RFC 3263 4.1, 4.2); two specs with the same
+    query share one lookup and one cached answer."""
+
+    name: str  # lower case, no trailing dot
+    srv: bool = False  # the name is an SRV owner name (``[[sets]] srv``)
+    port: int | None = None  # given in the URI: A/AAAA only
+    transport: Transport | None = None  # given in the URI (or by the SRV name); None: RFC 3263
+    secure: bool = False  # sips: TLS only
+
+    @property
+    def label(self) -> str:
+        """How logs, the API and metrics name the lookup: the SRV name, or a URI of the host
+        with the port and transport it fixes (``sip:pbx.example.com:5070;transport=tcp``)."""
+        if self.srv:
+            return self.name
+        port = "" if self.port is None else f":{self.port}"
+        transport = "" if self.transport is None or self.secure else f";transport={self.transport}"
+        return f"{'sips' if self.secure else 'sip'}:{self.name}{port}{transport}"
+
+
+@dataclass(frozen=True, slots=True)
+class NameSpec:
+    """A destination named by DNS (``sip:pbx.example.com``) or a set's SRV name (``srv =``): it
+    stands for every address its lookup answers (``siplb.dispatch.names``)."""
+
+    text: str  # as written: the URI, or the SRV name
+    query: Query
+    weight: int = 1
+    priority: int = 0
+    max_calls: int | None = None
+    attrs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +92,7 @@ class SetSpec:
     destinations: tuple[DestinationSpec, ...]
     algorithm: Algorithm = Algorithm.ROUND_ROBIN
     hash_key: HashKey = HashKey.CALL_ID
+    names: tuple[NameSpec, ...] = ()  # DNS names: their addresses join ``destinations``
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,19 @@
 flush what it wants sent to the transports, re-arm one timer at its next deadline, and tell it
 every ``BACKLOG_INTERVAL`` how full the UDP receive buffers are.
 
+UDP sockets report the ICMP errors their datagrams meet (``siplb.io.udp``): a port unreachable
+from a destination is a transport error for the core at once. A wildcard listener's socket is
+read with the local address of each datagram, which names the listener it goes to; what such a
+listener sends leaves from its address.
+
 Nothing is decided here. The composition root (``siplb.app``) opens the listeners through the
 driver, builds the core, hands it over with ``run``, and receives every event the core reports
 through ``on_event`` (logging, the journal, the kernel's ban sets are its business).
 
     driver = Driver(loop, limits, tcp=config.tcp, client_ssl=None, on_event=record)
     port = await driver.open_udp(0, bind_udp("127.0.0.1", 0, 1 << 20))
+    port = driver.open_wildcard(1, bind_udp("0.0.0.0", 5060, 1 << 20))
+    driver.add_address(1, 1, "10.0.0.1"); driver.add_address(1, 2, "10.0.0.2")
     driver.run(proxy)        # flushes once, then watches the backlog
     ...
     driver.close()
@@ -33,11 +40,21 @@ from siplb.settings import TcpSettings
 from siplb.sip import Limits, ParseError, Request, Response
 
 from .tcp import ConnectionPool
-from .udp import Receiver, UdpEndpoint
+from .udp import (
+    Receiver,
+    UdpReader,
+    Unreachable,
+    enable_errors,
+    read_errors,
+    source_pktinfo,
+)
 
 log = logging.getLogger("siplb")
 
 BACKLOG_INTERVAL = 0.05
+# ICMP port unreachables acted on per BACKLOG_INTERVAL (400 a second): each costs a look at
+# every client transaction, and anyone can forge one; the rest are counted and ignored.
+ICMP_BUDGET = 20
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux 4.12+: struct sk_meminfo
 _MEMINFO = struct.Struct("=II")  # SK_MEMINFO_RMEM_ALLOC, SK_MEMINFO_RCVBUF come first
 
@@ -73,9 +90,19 @@ class Driver:
             tcp=tcp,
             client_ssl=client_ssl,
         )
-        self._udp: dict[int, asyncio.DatagramTransport] = {}
+        self._readers: dict[int, UdpReader] = {}  # by listener index, each bound socket's
         self._udp_by_family: dict[int, int] = {}
         self._udp_sockets: list[socket.socket] = []
+        # every UDP listener's socket (a wildcard's addresses share one), and for those of a
+        # wildcard the ancillary data that makes a datagram leave from the listener's address
+        self._udp_socket: dict[int, socket.socket] = {}
+        self._udp_source: dict[int, list[tuple[int, int, bytes]]] = {}
+        # wildcard listener index -> local address -> listener index
+        self._arrivals: dict[int, dict[str, int]] = {}
+        # a datagram to an address of a wildcard with no listener yet: the shell's listener for
+        # it (``(wildcard index, address) -> index``), or None to drop it
+        self.on_new_address: Callable[[int, str], int | None] | None = None
+        self._icmp_budget = ICMP_BUDGET
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._backlog_timer: asyncio.TimerHandle | None = None
@@ -87,17 +114,37 @@ class Driver:
     ) -> int:
         """Serve UDP listener ``index`` on the bound ``sock``; returns its port. A datagram goes
         to ``receiver`` when one is given (which may hand it to ``datagram``), else to the core."""
-        transport, _ = await self.loop.create_datagram_endpoint(
-            functools.partial(
-                UdpEndpoint, receiver or functools.partial(self.datagram, index), log_udp_error
-            ),
-            sock=sock,
+        target = receiver or functools.partial(self.datagram, index)
+        enable_errors(sock)
+        self._readers[index] = UdpReader(
+            self.loop, sock, lambda data, addr, _: target(data, addr), self._unreachable
         )
-        self._udp[index] = transport
+        self._add_udp_socket(index, sock)
+        return int(sock.getsockname()[1])
+
+    def open_wildcard(self, index: int, sock: socket.socket) -> int:
+        """Serve wildcard listener ``index`` (``sock`` bound to ``0.0.0.0`` or ``::``); returns
+        its port. Which listener each of its addresses is: ``add_address``."""
+        enable_errors(sock)
+        self._readers[index] = UdpReader(
+            self.loop, sock, functools.partial(self._arrived, index), self._unreachable
+        )
+        self._arrivals[index] = {}
+        self._add_udp_socket(index, sock)
+        return int(sock.getsockname()[1])
+
+    def add_address(self, wildcard: int, index: int, address: str) -> None:
+        """Listener ``index`` is wildcard ``wildcard``'s ``address``: what arrives there goes to
+        it, what it sends leaves from there."""
+        self._arrivals[wildcard][address] = index
+        self._udp_socket[index] = self._readers[wildcard].sock
+        self._udp_source[index] = source_pktinfo(address)
+
+    def _add_udp_socket(self, index: int, sock: socket.socket) -> None:
+        self._udp_socket[index] = sock
         self._udp_sockets.append(sock)
         family = 6 if sock.family == socket.AF_INET6 else 4
         self._udp_by_family.setdefault(family, index)
-        return int(sock.getsockname()[1])
 
     def run(self, core: Proxy) -> None:
         """Start feeding ``core``: flush what it has to say, then watch the receive backlog."""
@@ -110,8 +157,8 @@ class Driver:
             self._timer.cancel()
         if self._backlog_timer is not None:
             self._backlog_timer.cancel()
-        for transport in self._udp.values():
-            transport.close()
+        for reader in self._readers.values():
+            reader.close()
         self.pool.close()
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -127,6 +174,35 @@ class Driver:
             core.receive(data, source, index, self.loop.time(), handed=handed)
         except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
             self._internal_error(addr)
+        self.flush()
+
+    def _arrived(
+        self, wildcard: int, data: bytes, addr: tuple[str, int], local: str | None
+    ) -> None:
+        """A datagram on wildcard listener ``wildcard``, sent to local address ``local``."""
+        index = self._arrivals[wildcard].get(local) if local is not None else None
+        if index is None and local is not None and self.on_new_address is not None:
+            index = self.on_new_address(wildcard, local)
+        if index is None:  # a broadcast, or an address not served: nothing may answer from it
+            if self.core is not None:
+                self.core.stats["udp_unserved_address"] += 1
+            return
+        self.datagram(index, data, addr)
+
+    def _unreachable(self, found: list[Unreachable]) -> None:
+        """ICMP port unreachables: each such destination failed at once (a transport error:
+        its transactions fail over, it counts as a passive failure), not at its timeout."""
+        if self.core is None:
+            return
+        self.core.stats["icmp_port_unreachable"] += len(found)
+        if len(found) > self._icmp_budget:
+            self.core.stats["icmp_ignored"] += len(found) - self._icmp_budget
+            found = found[: self._icmp_budget]
+        self._icmp_budget -= len(found)
+        now = self.loop.time()
+        for item in found:
+            log.debug("ICMP port unreachable from %s:%d", item.host, item.port)
+            self.core.transport_error(Target("udp", item.host, item.port), now)
         self.flush()
 
     def stream_message(self, message: Request | Response, peer: Target, index: int) -> None:
@@ -171,6 +247,10 @@ class Driver:
         assert core is not None
         fill = max((receive_backlog(sock) for sock in self._udp_sockets), default=0.0)
         core.report_backlog(fill, self.loop.time())
+        self._icmp_budget = ICMP_BUDGET
+        found = [item for sock in self._udp_sockets for item in read_errors(sock).unreachable]
+        if found:  # an error a receive never reported (the loop only asks on an event)
+            self._unreachable(found)
         if core.events:
             self.flush()
         self._backlog_timer = self.loop.call_later(BACKLOG_INTERVAL, self._watch_backlog)
@@ -218,18 +298,37 @@ class Driver:
         if target.transport != "udp":
             self.pool.send(send.data, target, send.listener)
             return
-        udp = self._udp.get(send.listener)
-        if udp is None:
-            index = self._udp_by_family.get(6 if ":" in target.host else 4)
-            if index is None:
+        index = send.listener
+        sock = self._udp_socket.get(index)
+        if sock is None:
+            fallback = self._udp_by_family.get(6 if ":" in target.host else 4)
+            if fallback is None:
                 log.warning("no UDP listener to reach %s", target)
                 return
-            udp = self._udp[index]
-        try:
-            udp.sendto(send.data, (target.host, target.port))
-        except OSError as exc:
-            log.debug("send to %s failed: %s", target, exc)
-            self.transport_failure(target)
+            index, sock = fallback, self._udp_socket[fallback]
+        source = self._udp_source.get(index)
+        address = (target.host, target.port)
+        for attempt in (1, 2):
+            try:
+                if source is None:
+                    sock.sendto(send.data, address)
+                else:
+                    sock.sendmsg([send.data], source, 0, address)
+                return
+            except BlockingIOError:  # the send buffer (raised like the receive one) is full
+                if self.core is not None:
+                    self.core.stats["udp_send_buffer_full"] += 1
+                return
+            except OSError as exc:
+                # A send reports an ICMP error queued before it, and sends nothing: drain the
+                # queue (later, the core is being flushed) and try once more.
+                queued = read_errors(sock)
+                if queued.unreachable:
+                    self.loop.call_soon(self._unreachable, queued.unreachable)
+                if not queued.read or attempt == 2:
+                    log.debug("send to %s failed: %s", target, exc)
+                    self.transport_failure(target)
+                    return
 
     async def _resolve_and_send(self, send: Send) -> None:
         target = send.target
@@ -250,10 +349,6 @@ def run_loop(coro: Coroutine[Any, Any, int]) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.run(coro)
     return int(uvloop.run(coro))
-
-
-def log_udp_error(exc: OSError) -> None:
-    log.debug("UDP error: %s", exc)  # ICMP errors; timeouts tell the core what it needs
 
 
 def receive_backlog(sock: socket.socket) -> float:

@@ -138,7 +138,9 @@ class Context:
         return self.listeners[listener].via_prefix + b";branch=" + branch.encode("ascii")
 
     def add_record_route(self, edit: Edit[Request], incoming: int, outgoing: int) -> None:
-        """16.6 step 4; two entries when the request changes listener (transport or address)."""
+        """16.6 step 4; two entries when the request changes listener (transport or address).
+        On top of the message: our Via goes beside the others (``Edit.add_top_value``), so the
+        Via rows stay together."""
         if incoming != outgoing:
             edit.add_first(b"Record-Route", self.listeners[incoming].record_route)
         edit.add_first(b"Record-Route", self.listeners[outgoing].record_route)

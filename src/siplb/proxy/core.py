@@ -61,6 +61,7 @@ from .build import local_tag, response_bytes
 from .context import Context, CoreEvent, ListenerRouting
 from .forwarding import Forwarding
 from .listeners import Listener, LocalNames
+from .loops import looped
 from .nat import add_contact_alias
 from .overload import OverloadGuard
 from .probe import Prober
@@ -154,6 +155,7 @@ class Proxy:
             admission = Admission(protection, listener_names=names, now=now)
         self.stage = AdmissionStage(context, admission, self.overload)
         self._destination_hosts: frozenset[str] = frozenset()
+        self._destination_targets: dict[str, Target] = {}
         self._note_destinations()
         self.prober = Prober(context, self.overload, health, now) if probing else None
         self._front: FrontEnd | None = None
@@ -179,7 +181,22 @@ class Proxy:
 
     def _route_rules(self) -> RouteRules:
         max_forwards = self.settings.max_forwards
-        return RouteRules(self.listeners, self.names, max_forwards, self._front, self.is_trusted)
+        return RouteRules(
+            self.listeners,
+            self.names,
+            max_forwards,
+            self._front,
+            self.is_trusted,
+            self._call_destination,
+        )
+
+    def _call_destination(self, call_id: bytes) -> tuple[str, Target] | None:
+        """The destination (URI, address) a call of the call table went to."""
+        entry = self.dispatcher.accounting.get(call_id)
+        if entry is None:
+            return None
+        target = self._destination_targets.get(entry.uri)
+        return None if target is None else (entry.uri, target)
 
     # ---- the shell's inputs --------------------------------------------------------------------
     def receive(
@@ -421,6 +438,11 @@ class Proxy:
             dest.host for spec in self._set_specs.values() for dest in spec.destinations
         )
         self._destination_hosts = hosts
+        self._destination_targets = {
+            dest.uri: Target(dest.transport, dest.host, dest.port)
+            for spec in self._set_specs.values()
+            for dest in spec.destinations
+        }
         if self.admission is not None:
             self.admission.set_destinations(hosts)
 
@@ -529,6 +551,8 @@ class Proxy:
             return Refusal(503, "too many pending transactions from one source", "pending")
         if max_forwards == 0:
             return Refusal(483, "Max-Forwards 0", "max-forwards")
+        if looped(request, self.branches.prefix, self._forwarded):  # 16.3 step 4
+            return Refusal(482, "the request came back as it was forwarded", "loop")
         if request.has(b"proxy-require"):  # 16.3 step 5: we support no extensions
             unsupported = b", ".join(request.values(b"proxy-require"))
             return Refusal(420, "Proxy-Require", "extension", [(b"Unsupported", unsupported)])
@@ -538,6 +562,11 @@ class Proxy:
                 extra = [(b"Require", b"path")] if refusal[0] == 421 else None
                 return Refusal(refusal[0], refusal[1], "registrar", extra)
         return None
+
+    def _forwarded(self, branch: str, method: str) -> Request | None:
+        """The request a live client transaction of ours sent (loop detection)."""
+        txn = self.clients.get((branch, method))
+        return None if txn is None else txn.request
 
     def is_trusted(self, host: str) -> bool:
         """A destination's host, or one in a trusted network (may be relayed to and from)."""
@@ -681,7 +710,7 @@ class Proxy:
         out_listener = self.context.listener_for(next_hop, prefer)
         branch = self.branches.stateless((via.branch or "").encode() + via.sent_by.encode())
         edit = routed.edit
-        edit.add_first(b"Via", self.context.via(out_listener, branch))
+        edit.add_top_value(b"Via", self.context.via(out_listener, branch))
         self.out.append(Send(edit.apply().to_bytes(), next_hop, out_listener))
 
     # ---- responses -------------------------------------------------------------------------
@@ -889,6 +918,18 @@ class Proxy:
             for call_id in [key for key in self.unconfirmed if key not in accounting]:
                 del self.unconfirmed[call_id]
         self.dispatcher.sweep()
+
+    def add_listener(self, listener: Listener, name: str | None = None) -> None:
+        """A listener added while running, numbered next: an address that appeared on the host,
+        served by a wildcard listener's socket (``listeners.py``); ``name`` for ``[[acl]]``."""
+        if listener.index != len(self.listeners):
+            raise ValueError(f"listener {listener.index} is not the next ({len(self.listeners)})")
+        self.listeners.append(listener)
+        self.names.add(listener)
+        admission = self.stage.admission
+        if admission is not None:
+            names = admission.listener_names
+            admission.listener_names = (*names, *[None] * (listener.index - len(names)), name)
 
 
 class _Housekeeping:

@@ -1,9 +1,12 @@
 """The response context of one forwarded request (RFC 3261 16.7): attempts, failover, answer.
 
 A request dispatched to a destination set is tried on one destination at a time; a timeout, a
-transport error or a failover code moves it to the next destination inside the same server
-transaction, up to ``max_attempts``. A request routed by Route/Request-URI (in-dialog) has one
-fixed target. The best final response goes upstream (16.7 step 6), 2xx always at once.
+transport error, a failover code or 430 (RFC 5626) moves it to the next destination inside the
+same server transaction, up to ``max_attempts``. A request routed by Route/Request-URI
+(in-dialog) has one fixed target. The best final response goes upstream (16.7 step 6), 2xx
+always at once; when no destination answered at all, ``no_answer_status`` (408: a timed-out
+client transaction counts as 408), never a 503 with Retry-After, which is kept for overload and
+for destinations that are full or down.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from siplb.cluster.setups import Setup
-from siplb.dispatch import Destination, NoDestination
+from siplb.dispatch import Destination, NoDestination, NoDestinationReason
 from siplb.sip import Edit, Request, Response
 
 from .actions import FailedOver, Target
@@ -21,6 +24,11 @@ from .build import make_cancel, make_response
 from .context import Context
 from .registrar import FrontEnd
 from .transaction import NO_USER, ClientTransaction, ServerTransaction
+
+# RFC 5626 5.3: the flow to a phone failed. Answered when a request along our Path cannot reach
+# its phone; from a destination it fails over like a failover code: the destination's flow to the
+# phone failed, and another destination of the set may hold another flow of the same phone.
+FLOW_FAILED = 430
 
 # Methods whose requests create dialogs and so get Record-Route (RFC 3261 12.1, RFC 6665, 3515).
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -171,7 +179,7 @@ class Forwarding:
         else:  # the same branch: the destination sees a retransmission, not a second call
             self.resume = None
             branch, self.attempts, proceeding = resume
-        edit.add_first(b"Via", context.via(listener, branch))
+        edit.add_top_value(b"Via", context.via(listener, branch))
         self.current = context.new_client(
             branch,
             edit.apply(),
@@ -256,7 +264,8 @@ class Forwarding:
                 source=self.server.source.host,
             )
         self.best = _better(self.best, response)
-        if status in self.context.settings.failover_codes and self._can_fail_over():
+        failover = status in self.context.settings.failover_codes or status == FLOW_FAILED
+        if failover and self._can_fail_over():
             self._fail_over(f"{status} {response.reason.decode('latin-1')}", now)
             return
         self._finish(now)
@@ -284,10 +293,10 @@ class Forwarding:
             self._fail_over(cause, now)
         elif self.best is not None:
             self._finish(now)
-        elif self.set_name is not None:  # no destination answered at all: try again later
-            self._respond_local(503, now, extra=self._retry_after(), reason=cause)
-        elif txn.target.flow and cause == "transport error":
-            self._respond_local(430, now, reason="the phone's flow is gone")  # RFC 5626 5.3
+        elif self.set_name is not None:  # no destination answered at all
+            self._no_answer(cause, now)
+        elif txn.target.flow:  # RFC 5626 5.3: the registrar's side may try another flow
+            self._respond_local(FLOW_FAILED, now, reason=f"the phone's flow failed ({cause})")
         else:
             self._respond_local(408, now)
 
@@ -301,17 +310,25 @@ class Forwarding:
         self._attempt(now)
 
     def _give_up(self, reason: str, now: float) -> None:
-        """No (further) destination: the best response so far, else 503 (16.7 step 6)."""
+        """No (further) destination: the best response so far; else, when destinations were
+        tried and none answered, ``no_answer_status``; else 503 (16.7 step 6)."""
         if self.best is not None:
             self._finish(now)
             return
+        if self.attempts and reason != NoDestinationReason.ALL_FULL:
+            self._no_answer(reason, now)
+            return
         extra = None
         if reason in ("all-full", "all-down", "all-tried"):
-            extra = self._retry_after()
+            extra = self.context.retry_after()
         self._respond_local(503, now, extra=extra, reason=reason)
 
-    def _retry_after(self) -> list[tuple[bytes, bytes]]:
-        return self.context.retry_after()
+    def _no_answer(self, cause: str, now: float) -> None:
+        """Every destination tried was silent or unreachable: 408 by default (16.7 step 6, a
+        client transaction that timed out counts as 408), never 503 with Retry-After, which
+        tells the upstream element that siplb itself is overloaded (21.5.4) and stops every
+        call it sends for that long. Overload and full destinations keep their 503."""
+        self._respond_local(self.context.settings.no_answer_status, now, reason=cause)
 
     # ---- answering upstream --------------------------------------------------------------------
     def _finish(self, now: float) -> None:

@@ -1,13 +1,23 @@
-"""The proxy's own addresses: where it listens, what it advertises, how it names itself."""
+"""The proxy's own addresses: where it listens, what it advertises, how it names itself.
+
+A wildcard UDP listener (``0.0.0.0``, ``::``) is one socket that receives on every address of
+the host. The core never sees the wildcard: each address becomes a listener of its own (the
+configured index names the first address, the others get the next free indexes), sharing the
+socket, so that Via, Record-Route and Path name the address a request arrived on and its
+answers leave from it (the shell reads and sets the address per datagram, ``siplb.io.udp``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from siplb.sip import SipUri
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
 @dataclass(frozen=True)
@@ -65,11 +75,71 @@ class LocalNames:
     def __init__(self, listeners: list[Listener]) -> None:
         self._by_name: dict[tuple[str, int], Listener] = {}
         for listener in listeners:
-            for host, port in listener.names():
-                self._by_name.setdefault((host.lower(), port), listener)
+            self.add(listener)
+
+    def add(self, listener: Listener) -> None:
+        for host, port in listener.names():
+            self._by_name.setdefault((host.lower(), port), listener)
 
     def listener_for(self, uri: SipUri) -> Listener | None:
         """The listener a SIP URI names, or ``None`` when it is not one of ours."""
         port = uri.port or DEFAULT_PORTS.get(uri.transport, 5060)
         host = uri.params.get("maddr") or uri.host
         return self._by_name.get((host.lower(), port))
+
+
+# ---- wildcard listeners ------------------------------------------------------------------------
+HostAddress = tuple[int, str]  # (interface index, address) as the host lists them
+
+
+def is_wildcard(host: str) -> bool:
+    return host in WILDCARDS
+
+
+def serves(wildcard: str, address: str) -> bool:
+    """Whether a wildcard listener on ``wildcard`` gets a listener for local ``address``: of
+    its family, and not an IPv6 link-local address (a SIP URI cannot carry its zone), nor a
+    multicast or unspecified one (a datagram to a broadcast address names no listener)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if (ip.version == 6) != (":" in wildcard) or ip.is_multicast or ip.is_unspecified:
+        return False
+    return not (ip.version == 6 and ip.is_link_local)
+
+
+def wildcard_addresses(wildcard: str, found: Sequence[HostAddress]) -> list[str]:
+    """The addresses a wildcard listener serves, in the host's order with loopback last: the
+    first one is the listener's own (what it names when no request chose an address)."""
+    mine = [address for _, address in found if serves(wildcard, address)]
+    unique = list(dict.fromkeys(mine))
+    return sorted(unique, key=lambda address: ipaddress.ip_address(address).is_loopback)
+
+
+def expand_wildcard(
+    listener: Listener, addresses: Sequence[str], next_index: int
+) -> list[Listener]:
+    """``listener`` (bound to a wildcard) as one listener per address: the first keeps its
+    index, the others are numbered from ``next_index``."""
+    if not addresses:
+        raise ValueError(f"no {listener.host} address on this host to listen on")
+    first = replace(listener, host=addresses[0])
+    return [first] + [
+        replace(listener, index=next_index + n, host=address)
+        for n, address in enumerate(addresses[1:])
+    ]
+
+
+def same_interface(found: Sequence[HostAddress], family: int) -> frozenset[str]:
+    """The addresses of ``family`` (4 or 6) when all of its addresses but loopback sit on one
+    interface, else none. On such a host a request keeps the address it arrived on (or its
+    Route named) for its next hop: the route's source address would be the interface's first
+    address, the wrong one for three of four peers. With several interfaces, the route decides
+    (``multihome.py``): the private side must see the private address."""
+    mine = [(index, ipaddress.ip_address(address)) for index, address in found]
+    mine = [(index, ip) for index, ip in mine if ip.version == family]
+    interfaces = {index for index, ip in mine if not ip.is_loopback}
+    if len(interfaces) > 1:
+        return frozenset()
+    return frozenset(str(ip) for _, ip in mine)

@@ -10,10 +10,18 @@ A request whose Route names one of our Path entries (the ``path`` flag tells the
 Record-Route entries) is on its way to a registered phone: it goes to the received address over
 the same transport (for TCP and TLS over the phone's own connection, RFC 5626 flow reuse: a
 ``Target`` with ``flow=True`` the shell never opens a connection for), else by its Request-URI.
+
+RFC 5626 outbound: a REGISTER whose Contact has a ``reg-id`` and that comes straight from the
+phone (one Via: we are its first hop, its edge proxy) gets, on the Path entry of the listener it
+came in on, a flow token in the user part (the flow it arrived on) and ``ob`` (5.1). A request
+along that Path goes over that flow, whatever the Request-URI says (5.3); when the flow fails the
+answer is 430 Flow Failed, which tells the registrar's side to try the phone's other flow.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from functools import lru_cache
 from ipaddress import ip_address, ip_network
@@ -39,6 +47,7 @@ from .transaction import ServerTransaction
 
 PATH_FLAG = "path"  # marks our Path URIs (a Record-Route entry has no such parameter)
 RECEIVED = "received"
+OB = "ob"  # RFC 5626 5.1: the first hop's Path URI, with a flow token
 MAX_EXPIRES = 2**32 - 1
 # RFC 1918, RFC 6598 shared address space, link-local, RFC 4193 unique local, IPv6 link-local
 PRIVATE_NETWORKS = tuple(
@@ -113,18 +122,58 @@ def received_uri(source: Target) -> str:
     return uri if source.transport == "udp" else f"{uri};transport={source.transport}"
 
 
-def path_entry(listener: Listener, received: Target | None) -> bytes:
-    """One of our Path values on ``listener``; with ``received`` (escaped as a URI parameter)."""
+def path_entry(listener: Listener, received: Target | None, flow: Target | None = None) -> bytes:
+    """One of our Path values on ``listener``; with ``received`` (escaped as a URI parameter);
+    with ``flow`` as an RFC 5626 flow token in the user part, and ``ob``."""
     params: dict[str, str | None] = {}
     if listener.transport != "udp":
         params["transport"] = listener.transport
     params["lr"] = None
+    if flow is not None:
+        params[OB] = None
     params[PATH_FLAG] = None
     if received is not None:
         params[RECEIVED] = received_uri(received)
     host = listener.public_host
-    uri = SipUri("sip", host.lower(), listener.public_port, params=params)
+    user = None if flow is None else flow_token(flow)
+    uri = SipUri("sip", host.lower(), listener.public_port, user=user, params=params)
     return b"<" + uri.to_bytes() + b">"
+
+
+def flow_token(flow: Target) -> bytes:
+    """RFC 5626 5.2: the flow a phone registered on, as an opaque user part (base64url of
+    ``transport host port``: unreserved characters only, IPv6 hosts included)."""
+    text = f"{flow.transport} {flow.host} {flow.port}".encode("ascii")
+    return base64.urlsafe_b64encode(text).rstrip(b"=")
+
+
+def token_flow(token: bytes) -> Target:
+    """The flow a ``flow_token`` names; ``ParseError`` (403, RFC 5626 5.3) when it is none of
+    ours or was changed on the way."""
+    try:
+        text = base64.urlsafe_b64decode(token + b"=" * (-len(token) % 4)).decode("ascii")
+        transport, host, port = text.split(" ")
+        number = int(port)
+        ip_address(host)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ParseError("malformed flow token in our Path entry", 403) from None
+    if transport not in DEFAULT_PORTS or not 0 < number < 65536:
+        raise ParseError("malformed flow token in our Path entry", 403)
+    return Target(transport, host, number, flow=True)
+
+
+def wants_outbound(request: Request) -> bool:
+    """RFC 5626 5.1: a REGISTER from a phone that uses outbound (a Contact with ``reg-id``)
+    whose first hop we are (its only Via is the phone's)."""
+    if not request.has(b"contact") or len(request.values(b"via")) != 1:
+        return False
+    for value in request.values(b"contact"):
+        try:
+            if "reg-id" in parse_name_addr(value).params:
+                return True
+        except ParseError:
+            continue
+    return False
 
 
 def add_path(
@@ -134,14 +183,19 @@ def add_path(
     source: Target,
     *,
     nat: bool,
+    outbound: bool = False,
 ) -> None:
     """RFC 3327 5.1: our Path entries on top (two when the REGISTER changed listener), the first
     with the phone's flow when it is behind NAT or came over a stream (its connection is the only
-    way back). The first: Kamailio's ``path_use_received`` reads the first Path URI."""
+    way back). The first: Kamailio's ``path_use_received`` reads the first Path URI. With
+    ``outbound`` (RFC 5626 5.1) the entry of the listener the phone came in on carries its flow
+    token and ``ob``."""
     received = source if nat or source.reliable else None
+    flow = source if outbound else None
     if incoming.index != outgoing.index:
-        edit.add_first(b"Path", path_entry(incoming, None))
-    edit.add_first(b"Path", path_entry(outgoing, received))
+        edit.add_first(b"Path", path_entry(incoming, None, flow))
+        flow = None
+    edit.add_first(b"Path", path_entry(outgoing, received, flow))
 
 
 def is_path_uri(uri: SipUri) -> bool:
@@ -170,6 +224,9 @@ def path_next_hop(popped: Sequence[SipUri], ruri: object) -> Target | None:
     paths = [uri for uri in popped if is_path_uri(uri)]
     if not paths:
         return None
+    for uri in paths:  # RFC 5626 5.3: the flow token first, over that flow only
+        if uri.user is not None:
+            return token_flow(uri.user)
     for uri in paths:
         flow = flow_of(uri)
         if flow is not None:
@@ -245,7 +302,10 @@ class FrontEnd:
             nat = behind_nat(request, request.top_via(), server.source)
         except ParseError:  # pragma: no cover - the Via was checked on arrival
             nat = True
-        add_path(edit, listeners[incoming], listeners[out], server.source, nat=nat)
+        outbound = wants_outbound(request)
+        add_path(
+            edit, listeners[incoming], listeners[out], server.source, nat=nat, outbound=outbound
+        )
         if self.settings.require_path:  # RFC 3327 5.1: a registrar without Path answers 420
             edit.add_first(b"Require", b"path")
 

@@ -12,17 +12,27 @@ end, what is trusted), and every answer is a frozen dataclass (``Routed``, ``Ref
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
 from siplb.dispatch import HashKey, SetSpec
 from siplb.settings import RouteRule
-from siplb.sip import Edit, NameAddr, ParseError, Request, SipUri, Via, parse_name_addr
+from siplb.sip import (
+    Edit,
+    NameAddr,
+    ParseError,
+    Request,
+    SipUri,
+    Via,
+    parse_name_addr,
+    parse_uri,
+)
 
 from .actions import Target
 from .listeners import DEFAULT_PORTS, Listener, LocalNames
+from .loops import is_self
 from .nat import alias_contacts, alias_target
 from .registrar import FrontEnd, behind_nat, path_next_hop
 
@@ -31,13 +41,15 @@ from .registrar import FrontEnd, behind_nat, path_next_hop
 class Routed:
     """Where a request goes: ``next_hop`` by Route, Request-URI or the registrar front end
     (``phone``), or None to dispatch to a set; ``hop_listener`` is the listener our last Route
-    entry named; ``edit`` makes the request to forward."""
+    entry named; ``edit`` makes the request to forward; ``via_us``: the Route set began with
+    our own entry (an outbound proxy or Service-Route set, RFC 3608)."""
 
     edit: Edit[Request]
     next_hop: Target | None
     hop_listener: int | None
     initial: bool
     phone: bool = False
+    via_us: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +65,15 @@ class Refusal:
 @dataclass(frozen=True, slots=True)
 class RouteRules:
     """What routing reads: our listeners and names, the default Max-Forwards, the registrar
-    front end (None: none) and which hosts may be relayed to and from."""
+    front end (None: none), which hosts may be relayed to and from, and the destination a
+    call of the call table went to (by Call-ID; None: not one of ours)."""
 
     listeners: Sequence[Listener]
     names: LocalNames
     max_forwards: int
     front: FrontEnd | None
     trusted: Callable[[str], bool]
+    call_destination: Callable[[bytes], tuple[str, Target] | None] = lambda call_id: None
 
 
 _DECIMAL: Final = [b"%d" % i for i in range(256)]  # Max-Forwards values (0-255)
@@ -104,13 +118,41 @@ def preprocess(request: Request, via: Via, source: Target, rules: RouteRules) ->
             return Routed(edit, hop, hop_listener, False, phone=True)
     if routes:
         first = parse_name_addr(routes[0]).parsed_uri()
-        return Routed(edit, uri_target(first, None), None, initial)
-    if not initial and not names_us(ruri, names):
+        return Routed(edit, uri_target(first, None), None, initial, via_us=bool(ours))
+    if initial:
+        return Routed(edit, None, hop_listener, initial)
+    if not names_us(ruri, names):
         hop_transport = (
             rules.listeners[hop_listener].transport if hop_listener is not None else None
         )
-        return Routed(edit, uri_target(ruri, hop_transport), hop_listener, initial)
-    return Routed(edit, None, hop_listener, initial)
+        target = uri_target(ruri, hop_transport)
+        if not is_self(target, rules.listeners):
+            return Routed(edit, target, hop_listener, initial)
+    return Routed(edit, to_the_call(edit, ruri, source, rules), hop_listener, initial)
+
+
+def to_the_call(
+    edit: Edit[Request], ruri: object, source: Target, rules: RouteRules
+) -> Target | None:
+    """An in-dialog request for a user at siplb's own address without a Route (a caller that
+    ignored our Record-Route, as SIPp's built-in ``uac`` scenario does with its ACK and BYE,
+    ``sip:service@<siplb>``) would have nowhere to go; when its Call-ID is a call of ours from
+    the other side, it goes to the destination of that call, its Request-URI aimed there (the
+    user part kept). Anything else gets 404 (``check_route``), never a copy sent to ourselves;
+    a Request-URI without a user part is for siplb itself (an OPTIONS gets 200)."""
+    if not isinstance(ruri, SipUri) or ruri.user is None:
+        return None
+    call_id = edit.message.call_id
+    found = rules.call_destination(call_id) if call_id is not None else None
+    if found is None:
+        return None
+    uri, target = found
+    if target.address == source.address:
+        return None  # the destination itself: the way back is its own to know
+    destination = parse_uri(uri.encode("latin-1"))
+    if isinstance(destination, SipUri):
+        edit.set_uri(replace(destination, user=ruri.user, password=None).to_bytes())
+    return target
 
 
 def towards_phone(
@@ -155,8 +197,11 @@ def towards_phone(
 def check_route(
     request: Request, routed: Routed, source: Target, rules: RouteRules
 ) -> Refusal | None:
-    """No open relay (DESIGN.md 4): a request goes only where its dialog can lead."""
+    """No open relay (DESIGN.md 4): a request goes only where its dialog can lead, and never
+    to siplb itself (``loops.is_self``)."""
     hop = routed.next_hop
+    if hop is not None and is_self(hop, rules.listeners):
+        return Refusal(404, "addressed to siplb itself, with nowhere to go", "loop")
     if hop is None:
         if routed.initial or (request.method == "OPTIONS" and is_for_us(request, rules.names)):
             return None
@@ -164,9 +209,13 @@ def check_route(
     if routed.phone:
         return None
     if routed.initial:
+        if routed.via_us and rules.trusted(hop.host):
+            # RFC 3608 Service-Route, an outbound proxy: a pre-loaded Route set of our own
+            # entry, then a destination or trusted peer of ours, is loose-routed there (16.4)
+            return None
         # A new dialog whose Route names another host: forwarding it would make the balancer
         # an open relay to anywhere. Kamailio's default script refuses it the same way.
-        return Refusal(403, "preloaded Route denied", "relay")
+        return Refusal(403, "preloaded Route to a host that is no destination", "relay")
     if request.method == "CANCEL":
         return None  # follows its INVITE's transaction, or gets 481
     if rules.trusted(source.host) or rules.trusted(hop.host):

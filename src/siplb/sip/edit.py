@@ -7,7 +7,8 @@ method of a message makes a whole new message; an ``Edit`` collects the changes 
     edit = Edit(request)
     edit.pop_top_values(b"route", 1)            # loose routing (16.4)
     edit.set(b"Max-Forwards", b"69")            # 16.6 step 3
-    edit.add_first(b"Via", our_via)             # 16.6 step 8
+    edit.add_top_value(b"Via", our_via)         # 16.6 step 8, beside the other Vias
+    edit.add_first(b"Record-Route", our_rr)     # 16.6 step 4, on top
     forwarded = edit.apply()
 
 The result is the message the same ``with_*`` calls would give, byte for byte: untouched lines
@@ -28,7 +29,7 @@ M = TypeVar("M", bound=Message)
 class Edit(Generic[M]):
     """Changes to ``message``, applied together by ``apply`` (the message is left as it was)."""
 
-    __slots__ = ("_changes", "_first", "_last", "_message", "_uri")
+    __slots__ = ("_above", "_changes", "_first", "_last", "_message", "_uri")
 
     def __init__(self, message: M) -> None:
         self._message = message
@@ -36,6 +37,8 @@ class Edit(Generic[M]):
         self._changes: dict[int, bytes | None] = {}
         self._first: list[tuple[bytes, bytes, bytes]] = []  # (key, name, value), top first
         self._last: list[tuple[bytes, bytes, bytes]] = []
+        # header line position -> lines to put right above it, top first (``add_top_value``)
+        self._above: dict[int, list[tuple[bytes, bytes, bytes]]] = {}
         self._uri: bytes | None = None
 
     def copy(self) -> Edit[M]:
@@ -44,6 +47,7 @@ class Edit(Generic[M]):
         other._changes = dict(self._changes)
         other._first = list(self._first)
         other._last = list(self._last)
+        other._above = {i: list(lines) for i, lines in self._above.items()}
         other._uri = self._uri
         return other
 
@@ -55,6 +59,17 @@ class Edit(Generic[M]):
     def add_first(self, name: bytes, value: bytes) -> None:
         """A header line above all others, those added before included (``with_header_first``)."""
         self._first.insert(0, (_checked_key(name, value), name, value))
+
+    def add_top_value(self, name: bytes, value: bytes) -> None:
+        """A new first element of a list header, as a line right above its first line, so its
+        lines stay together (a proxy's Via, 16.6 step 8: a Record-Route or Path added on top
+        never splits the Via rows); on top of all lines when there is none yet."""
+        key = _checked_key(name, value)
+        positions = self._positions(key)
+        if not positions:
+            self._first.insert(0, (key, name, value))
+            return
+        self._above.setdefault(positions[0], []).insert(0, (key, name, value))
 
     def set(self, name: bytes, value: bytes) -> None:
         """Replace the value of the first ``name`` line, or add one at the end (``with_header``)."""
@@ -114,19 +129,25 @@ class Edit(Generic[M]):
         changes = self._changes
         first = self._first
         last = self._last
-        if not changes and not first and not last and self._uri is None:
+        above = self._above
+        if not changes and not first and not last and not above and self._uri is None:
             return message
         keys = message._keys
         names = message._names
         values = message._values
-        if changes:
+        if changes or above:
             keys, names, values = list(keys), list(names), list(values)
-            for i in sorted(changes, reverse=True):
-                value = changes[i]
+            for i in sorted(changes.keys() | above.keys(), reverse=True):
+                value = changes.get(i, values[i])
                 if value is None:
                     del keys[i], names[i], values[i]
                 else:
                     values[i] = value
+                inserted = above.get(i)
+                if inserted:
+                    keys[i:i] = [k for k, _, _ in inserted]
+                    names[i:i] = [n for _, n, _ in inserted]
+                    values[i:i] = [b" " + v for _, _, v in inserted]
         if first or last:
             keys = [k for k, _, _ in first] + keys + [k for k, _, _ in last]
             names = [n for _, n, _ in first] + names + [n for _, n, _ in last]
@@ -136,7 +157,7 @@ class Edit(Generic[M]):
             assert isinstance(out, Request)
             out.uri = self._uri
         raw = message._raw
-        if changes or last or self._uri is not None:
+        if changes or last or above or self._uri is not None:
             out._raw = _assemble(out.start_line(), names, values, message.body)
         else:  # lines on top only: splice them in after the start line
             s = raw.find(CRLF)

@@ -195,13 +195,28 @@ def _parse_sip(raw: bytes, pos: int, scheme: str) -> SipUri:
     return SipUri(scheme, host, port, user, password, params, headers)
 
 
+def ipv6_text(address: bytes) -> str:
+    """The text of an IPv6 address (without brackets), compressed, lower case; ``ValueError``
+    when it is none. RFC 5118 4.10: the RFC 3261 ABNF lets an IPv4 tail follow a ``::`` with
+    a colon of its own (``2001:db8:::192.0.2.1``); such an address is read without the extra
+    colon, as that RFC suggests, and written without it."""
+    text = address.decode("ascii")
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        head, sep, tail = text.rpartition(":::")
+        if not sep or "." not in tail or ":" in tail:
+            raise
+        return str(ipaddress.IPv6Address(f"{head}::{tail}"))
+
+
 def _parse_host(raw: bytes, pos: int) -> tuple[str, int]:
     if raw[pos : pos + 1] == b"[":
         m = _IPV6_RE.match(raw, pos)
         if m is None:
             raise ParseError("malformed IPv6 reference in SIP URI")
         try:
-            host = str(ipaddress.IPv6Address(m.group(1).decode("ascii")))
+            host = ipv6_text(m.group(1))
         except ValueError:
             raise ParseError("malformed IPv6 reference in SIP URI") from None
         return host, m.end()

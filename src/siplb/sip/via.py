@@ -13,13 +13,13 @@ or an accessor that needs it, is first read.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Final
 
 from .errors import ParseError
 from .headers import TOKEN, split_elements, unfold
 from .params import SIMPLE_PARAMS, Params, format_params, parse_params, split_simple_params
+from .uri import ipv6_text
 
 MAGIC_COOKIE: Final = "z9hG4bK"  # RFC 3261 8.1.1.7
 
@@ -42,7 +42,8 @@ _VIA_RE: Final = re.compile(
     rb"(" + _HOST + rb")(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
 )
 _TRANSPORTS: Final = {t.encode(): t for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS")}
-_ADDRESS_RE: Final = re.compile(rb"[0-9A-Fa-f:.]+")
+# received: an IPv4 or IPv6 address; RFC 5118 4.5: IPv6 also seen as a reference in brackets
+_ADDRESS_RE: Final = re.compile(rb"[0-9A-Fa-f:.]+|\[[0-9A-Fa-f:.]+\]")
 
 
 class Via:
@@ -122,7 +123,12 @@ class Via:
 
     @property
     def received(self) -> str | None:
-        return self.params.get("received")
+        """The address in ``received``: IPv6 without brackets, as RFC 3261 writes it, also
+        when a sender put them there (RFC 5118 4.5: robust parsers read both)."""
+        value = self.params.get("received")
+        if value is None or ":" not in value:
+            return value
+        return ipv6_text(value.strip("[]").encode("ascii"))
 
     @property
     def has_rport(self) -> bool:
@@ -215,7 +221,7 @@ def _host_text(raw: bytes) -> str:
     if raw[:1] != b"[":
         return raw.decode("ascii").lower()
     try:
-        return str(ipaddress.IPv6Address(raw[1:-1].decode("ascii")))
+        return ipv6_text(raw[1:-1])
     except ValueError:
         raise ParseError("malformed IPv6 reference in Via") from None
 
@@ -233,6 +239,11 @@ def _check_params(params: Params) -> None:
     received = params.get("received", "0")
     if received is None or not _ADDRESS_RE.fullmatch(received.encode("latin-1")):
         raise ParseError("malformed Via received")
+    if ":" in received:  # IPv6, bare or (RFC 5118 4.5) in brackets
+        try:
+            ipv6_text(received.strip("[]").encode("ascii"))
+        except ValueError:
+            raise ParseError("malformed Via received") from None
 
 
 def _number(text: str, maximum: int) -> bool:
