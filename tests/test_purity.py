@@ -1,6 +1,6 @@
 """The pure cores stay pure (DESIGN.md section 2): no asyncio, socket, clock reads or logging.
 
-Every module of ``siplb.sip``, ``siplb.proxy``, ``siplb.dispatch`` and ``siplb.cluster`` is
+Every module of ``siplb.sip``, ``siplb.proxy``, ``siplb.dispatch``, ``siplb.cluster`` and ``siplb.bond`` is
 read with ``ast``; an import of a forbidden module anywhere in it (inside functions too) fails,
 except under ``if TYPE_CHECKING:``. Pure code may import other pure packages of siplb, never the
 shells. Packages whose hashes decide something every process must agree on never call ``hash()``.
@@ -18,7 +18,7 @@ import pytest
 import siplb
 
 SRC = Path(siplb.__file__).parent
-PURE = ("sip", "proxy", "dispatch", "cluster")
+PURE = ("sip", "proxy", "dispatch", "cluster", "bond")
 FORBIDDEN = frozenset(
     {
         "asyncio",
@@ -36,7 +36,11 @@ FORBIDDEN = frozenset(
 )
 # Stricter rules for single packages: dispatch takes its random.Random from the caller; cluster
 # takes its boot ids and nonces from the shell.
-EXTRA = {"dispatch": frozenset({"os", "random"}), "cluster": frozenset({"os", "random"})}
+EXTRA = {
+    "dispatch": frozenset({"os", "random"}),
+    "cluster": frozenset({"os", "random"}),
+    "bond": frozenset({"os", "random", "secrets"}),  # numbers and keys come from the shell
+}
 # ``hash()`` changes between runs (PYTHONHASHSEED): where processes must agree on a hash
 # (rendezvous, weighted choices), only a stable function will do.
 STABLE_HASH = ("dispatch", "cluster")
@@ -86,6 +90,7 @@ def test_every_pure_package_is_found() -> None:
         ("proxy", "core.py"),
         ("dispatch", "health.py"),
         ("cluster", "ownership.py"),
+        ("bond", "peer.py"),
     } <= names
 
 
@@ -146,6 +151,7 @@ TRANSITIVE_CASES = [
     pytest.param("siplb.dispatch", id="dispatch"),
     pytest.param("siplb.proxy.core", id="proxy"),
     pytest.param("siplb.cluster", id="cluster"),
+    pytest.param("siplb.bond", id="bond"),
 ]
 
 

@@ -1,5 +1,5 @@
 """``siplb run | check | demo | status | dest | reload | bans | ban | unban | health | node |
-announce`` (DESIGN.md section 5)."""
+announce | bond`` (DESIGN.md section 5)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from siplb import __version__
+from siplb.cli_bond import bond
 from siplb.config import ConfigError, load_config
 
 
@@ -458,3 +459,4 @@ def announce(config_path: Path, admin_url: str | None) -> None:
     sys.exit(run_loop(announcer))
 
 
+main.add_command(bond)  # siplb bond client | server | status | check | key
