@@ -28,6 +28,8 @@ from siplb.bond import (
     Path,
     Role,
 )
+from siplb.bond.packet import Body, Kind, parse_body
+from siplb.bond.seal import Direction, Sealer
 
 CLIENT_ID = 7
 KEY = bytes(range(32))
@@ -44,10 +46,12 @@ class Meter:
     expected: int = 0
     arrivals: dict[int, float] = field(default_factory=dict)
     copies: int = 0
+    order: list[int] = field(default_factory=list)  # sequence numbers as they arrived
 
     def arrived(self, payload: bytes, now: float) -> None:
         seq = SEQ.unpack_from(payload)[0]
         self.copies += 1
+        self.order.append(seq)
         self.arrivals.setdefault(seq, now)
 
     @property
@@ -76,11 +80,12 @@ class Lab:
         weights: dict[int, int] | None = None,
         health: HealthSettings | None = None,
         parity_group: int = 3,
+        reorder: float = 0.0,
     ) -> None:
         self.now = 0.0
         self.health = health or HealthSettings()
         self.links = {link: SimLink(delay) for link, delay in delays.items()}
-        flows = {FLOW: FlowPolicy(mode, parity_group=parity_group)}
+        flows = {FLOW: FlowPolicy(mode, parity_group=parity_group, reorder=reorder)}
         weights = weights or dict.fromkeys(delays, 1)
         self.client = Bond(
             role=Role.CLIENT,
@@ -97,6 +102,8 @@ class Lab:
         self.meter = Meter()
         self.events: list[tuple[float, str, object]] = []
         self.to_server: list[tuple[float, int]] = []  # (when, link) of each datagram sent
+        self.wire: list[tuple[int, Body]] = []  # (link, DATA or PARITY) as the client sent them
+        self._reader = Sealer(KEY, Direction.DOWNSTREAM, 0)  # opens what the client seals
         self._queue: list[tuple[float, int, str, int, bytes]] = []
         self._order = itertools.count()
         self._stream: tuple[float, float, float] | None = None  # start, interval, stop
@@ -160,8 +167,10 @@ class Lab:
 
     def _flush(self) -> None:
         for transmit in self.client.datagrams_to_send():
-            if transmit.data[1] in (5, 6):  # DATA, PARITY
+            if transmit.data[1] in (Kind.DATA, Kind.PARITY):
                 self.to_server.append((self.now, transmit.link))
+                header, clear = self._reader.open(transmit.data)
+                self.wire.append((transmit.link, parse_body(header.kind, clear)))
             self._put("server", transmit.link, transmit.data)
         for outgoing in self.server.datagrams_to_send():
             self._put("client", outgoing.path.remote[1], outgoing.data)

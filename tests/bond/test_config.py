@@ -24,6 +24,7 @@ def test_the_example_client_parses() -> None:
     assert config.links[2].interface == "ppp0"
     assert [flow.policy.mode for flow in config.flows] == [Mode.REDUNDANT, Mode.PARITY]
     assert len(config.flows[1].ports) == 200
+    assert [flow.policy.reorder for flow in config.flows] == [0.0, 0.0]  # commented out: off
 
 
 def test_the_example_server_parses_with_the_same_key() -> None:
@@ -76,6 +77,8 @@ CASES = [
     ({"flows": [{"id": 1, "ports": "9-1"}]}, {"flows[0].ports": "empty range"}),
     ({"flows": [{"id": 1, "ports": 5060, "mode": "fast"}]}, {"flows[0].mode": ""}),
     ({"flows": [{"id": 1, "ports": 5060, "colour": 1}]}, {"flows[0].colour": "unknown key"}),
+    ({"flows": [{"id": 1, "ports": 5060, "reorder": -0.01}]}, {"flows[0].reorder": ""}),
+    ({"flows": [{"id": 1, "ports": 5060, "reorder": "30ms"}]}, {"flows[0].reorder": ""}),
     ({"health": {"missed_beats": 0}}, {"health.missed_beats": ""}),
     ({"links": []}, {"links": ""}),
 ]
@@ -106,6 +109,11 @@ def test_a_server_lists_every_problem() -> None:
         "clients[1].key_file",
         "flows[0].target",
     ]
+
+
+def test_a_flow_may_have_a_reorder_window() -> None:
+    config = build_client(client_doc(flows=[{"id": 1, "ports": 5060, "reorder": 0.03}]))
+    assert config.flows[0].policy.reorder == 0.03
 
 
 def test_a_key_file_is_read_relative_to_the_config(tmp_path: Path) -> None:

@@ -248,8 +248,9 @@ def run_lab(lab: BondLab, workdir: Path) -> None:
         assert figures[phase, "balanced"]["at_cut"] <= 8, figures[phase, "balanced"]
         assert figures[phase, "balanced"]["gap_ms"] < 100, figures[phase, "balanced"]
         assert figures[phase, "redundant"]["up"] + figures[phase, "redundant"]["back"] == 0
-        # target: nothing lost. One run in six lost two datagrams at a cut (two groups not
-        # rebuilt) for a reason not found yet; the figures are printed, the bound is loose
+        # a cut link alone costs nothing: each group has one datagram (or its parity) on it and
+        # is rebuilt. But a group that also meets the links' own random loss (0.1% per end) on
+        # another of its links has lost two and rebuilds neither: about one run in ten
         assert figures[phase, "parity"]["up"] + figures[phase, "parity"]["back"] <= 2
     assert figures["two links", "redundant"]["up"] + figures["two links", "redundant"]["back"] == 0
     # links 1 and 4 came back and carry traffic again

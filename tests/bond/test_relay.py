@@ -131,6 +131,8 @@ async def status_port() -> None:
         "recovered": 1,
         "rebuilt_early": 0,
         "dropped": 0,
+        "reorder_skipped": 0,
+        "reorder_late": 0,
     }
     server = await serve_status("127.0.0.1", 0, lambda: document)
     port = server.sockets[0].getsockname()[1]

@@ -32,11 +32,14 @@ def make_parity(channel: Channel, first: int, payloads: list[bytes]) -> Parity:
 
 @dataclass(slots=True)
 class ParityGroup:
-    """The group a sender is filling: its first sequence number, its datagrams, its deadline."""
+    """The group a sender is filling: its first sequence number, its datagrams, its deadline,
+    the live links it was started on and the links its datagrams went on."""
 
     first: int
     started: float
+    live: tuple[int, ...] = ()
     payloads: list[bytes] = field(default_factory=list)
+    used: set[int] = field(default_factory=set)
 
 
 class ParityDecoder:

@@ -19,10 +19,17 @@ Rules (the link rules are in ``link.py``):
 - Datagrams go on the links that are ``UP`` (and not refused by the peer as above); when none
   is, on every link (one may work).
 - Every datagram of a channel gets the next sequence number; the receiver delivers the first
-  copy and counts the rest as duplicates (``SeenWindow``). Nothing is held back for reordering.
+  copy and counts the rest as duplicates (``SeenWindow``). Nothing is held back for reordering,
+  unless the flow has a ``reorder`` window (``reorder.py``): then first copies and rebuilt
+  datagrams pass through it.
 - Parity mode: a group of ``min(parity_group, live links - 1)`` datagrams, each on the next link
   in turn, then their XOR on the next; the rotation moves on by one each group so the parity
   load is spread. A group that has not filled after ``parity_wait`` gets its parity then.
+  Every datagram of a group and its parity go on links of their own, so that whichever link
+  fails the group loses one at most: a group remembers the links it used, and when the live
+  links change before it is full (a link died or came back, the peer stopped or started hearing
+  one) it is closed at once, its parity on a live link it has not used, and the next datagram
+  starts a new group on the new live links.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from .packet import (
     parse_body,
 )
 from .parity import ParityDecoder, ParityGroup, make_parity
+from .reorder import Released, ReorderWindow
 from .schedule import Balancer
 from .seal import Direction, Sealer
 from .settings import FlowPolicy, HealthSettings, Mode
@@ -111,6 +119,8 @@ class Counters:
     recovered: int = 0  # rebuilt from parity, its own copy never seen
     rebuilt_early: int = 0  # rebuilt from parity before its own copy arrived anyway
     dropped: int = 0  # not authentic, replayed, malformed, or for a flow we do not carry
+    reorder_skipped: int = 0  # gaps a reorder window stopped waiting for
+    reorder_late: int = 0  # datagrams that came after their gap was skipped (delivered then)
 
 
 @dataclass(slots=True)
@@ -145,6 +155,7 @@ class Bond:
         self._sending: dict[Channel, _Sending] = {}
         self._seen: dict[Channel, SeenWindow] = {}
         self._decoders: dict[Channel, ParityDecoder] = {}
+        self._reorders: dict[Channel, ReorderWindow] = {}
         self._balancers: dict[int, Balancer] = {}
         self._out: list[Transmit] = []
         self._events: deque[Event] = deque()
@@ -183,12 +194,16 @@ class Bond:
         now: float,
     ) -> None:
         seq, payload, body = datagram
+        ids = tuple(link.id for link in live)
+        if state.group is not None and state.group.live != ids:
+            self._close_group(channel, state, now)
         if state.group is None:
-            state.group = ParityGroup(seq, now)
+            state.group = ParityGroup(seq, now, ids)
         group = state.group
-        link = live[(state.rotation + len(group.payloads)) % len(live)]
+        link = self._unused(live, group, state.rotation)
         self._emit(link, Kind.DATA, body, now, flags=IN_GROUP)
         group.payloads.append(payload)
+        group.used.add(link.id)
         if len(group.payloads) >= min(policy.parity_group, len(live) - 1):
             self._close_group(channel, state, now)
 
@@ -196,12 +211,18 @@ class Bond:
         group, state.group = state.group, None
         if group is None:
             return
-        live = self.live_links()
-        if live:
-            parity = make_parity(channel, group.first, group.payloads)
-            link = live[(state.rotation + len(group.payloads)) % len(live)]
-            self._emit(link, Kind.PARITY, parity.pack(), now)
+        parity = make_parity(channel, group.first, group.payloads)
+        link = self._unused(self.live_links(), group, state.rotation)
+        self._emit(link, Kind.PARITY, parity.pack(), now)
         state.rotation += 1
+
+    @staticmethod
+    def _unused(live: list[Link], group: ParityGroup, rotation: int) -> Link:
+        """The next live link in turn that the group has not used yet (when the live links
+        shrank under it and it used them all, the next in turn)."""
+        start = rotation + len(group.payloads)
+        turn = [live[(start + i) % len(live)] for i in range(len(live))]
+        return next((link for link in turn if link.id not in group.used), turn[0])
 
     def live_links(self) -> list[Link]:
         """The links to send on: those up, or all of them when none is."""
@@ -245,9 +266,9 @@ class Bond:
     def _handle(self, header: Header, body: Body, link: Link, now: float) -> None:
         link.peer_down = bool(header.flags & NOT_HEARD)
         if isinstance(body, Data):
-            self._data(body, bool(header.flags & IN_GROUP))
+            self._data(body, bool(header.flags & IN_GROUP), now)
         elif isinstance(body, Parity):
-            self._parity(body)
+            self._parity(body, now)
         elif isinstance(body, Hello):
             self._hello(body, link, now)
         elif header.kind is Kind.BEAT:
@@ -263,7 +284,7 @@ class Bond:
                     known.weight = max(1, weight)
         self._emit(link, Kind.WELCOME, Beat(hello.sent).pack(), now)
 
-    def _data(self, data: Data, in_group: bool) -> None:
+    def _data(self, data: Data, in_group: bool, now: float) -> None:
         if data.channel.flow not in self.flows:
             self.counters.dropped += 1
             return
@@ -275,29 +296,42 @@ class Bond:
                 self.counters.recovered -= 1
                 self.counters.rebuilt_early += 1
             return
-        self._deliver(data.channel, data.payload)
+        self._deliver(data.channel, data.seq, data.payload, now)
         if in_group:
             decoder = self._decoders.setdefault(data.channel, ParityDecoder())
-            self._rebuilt(data.channel, decoder.add_data(data.seq, data.payload))
+            self._rebuilt(data.channel, decoder.add_data(data.seq, data.payload), now)
 
-    def _parity(self, parity: Parity) -> None:
+    def _parity(self, parity: Parity, now: float) -> None:
         if parity.channel.flow not in self.flows:
             self.counters.dropped += 1
             return
         decoder = self._decoders.setdefault(parity.channel, ParityDecoder())
-        self._rebuilt(parity.channel, decoder.add_parity(parity))
+        self._rebuilt(parity.channel, decoder.add_parity(parity), now)
 
-    def _rebuilt(self, channel: Channel, found: tuple[int, bytes] | None) -> None:
+    def _rebuilt(self, channel: Channel, found: tuple[int, bytes] | None, now: float) -> None:
         if found is None:
             return
         seq, payload = found
         if self._seen.setdefault(channel, SeenWindow()).accept(seq):
             self.counters.recovered += 1
-            self._deliver(channel, payload)
+            self._deliver(channel, seq, payload, now)
 
-    def _deliver(self, channel: Channel, payload: bytes) -> None:
-        self.counters.delivered += 1
-        self._events.append(Delivered(channel, payload))
+    def _deliver(self, channel: Channel, seq: int, payload: bytes, now: float) -> None:
+        window = self.flows[channel.flow].reorder
+        if not window:
+            self.counters.delivered += 1
+            self._events.append(Delivered(channel, payload))
+            return
+        reorder = self._reorders.get(channel)
+        if reorder is None:
+            reorder = self._reorders[channel] = ReorderWindow(window)
+        self._release(channel, reorder.push(seq, payload, now))
+
+    def _release(self, channel: Channel, released: Released) -> None:
+        self.counters.delivered += len(released.payloads)
+        self.counters.reorder_skipped += released.skipped
+        self.counters.reorder_late += released.late
+        self._events.extend(Delivered(channel, payload) for payload in released.payloads)
 
     # -- time -----------------------------------------------------------------------------
 
@@ -309,6 +343,9 @@ class Bond:
         for channel, state in self._sending.items():
             if state.group is not None:
                 deadline = min(deadline, state.group.started + self.flows[channel.flow].parity_wait)
+        for reorder in self._reorders.values():
+            due = reorder.deadline()
+            deadline = deadline if due is None else min(deadline, due)
         return None if deadline == float("inf") else deadline
 
     def handle_timer(self, now: float) -> None:
@@ -321,6 +358,10 @@ class Bond:
         for channel, state in self._sending.items():
             if state.group and now >= state.group.started + self.flows[channel.flow].parity_wait:
                 self._close_group(channel, state, now)
+        for channel, reorder in self._reorders.items():
+            due = reorder.deadline()
+            if due is not None and now >= due:
+                self._release(channel, reorder.expire(now))
 
     def _beat(self, link: Link, now: float) -> None:
         if self.role is Role.CLIENT and not link.up:

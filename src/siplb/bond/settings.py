@@ -39,3 +39,4 @@ class FlowPolicy:
     mode: Mode = Mode.BALANCED
     parity_group: int = 3  # data datagrams per parity datagram, at most
     parity_wait: float = 0.1  # a group that has not filled by then gets its parity anyway
+    reorder: float = 0.0  # seconds a datagram ahead of a gap may wait for it (0: no reordering)

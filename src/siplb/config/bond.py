@@ -17,7 +17,9 @@ its path.
     ports = 5060
 
 A flow's ``ports`` is a port, a list of ports or a range ``"10000-10099"``; the n-th local port
-at the client is carried to the n-th target port at the server. Keys are 32 bytes written as 64
+at the client is carried to the n-th target port at the server. A flow's ``reorder`` (seconds,
+0 by default) is how long the receiving end holds a datagram that arrived ahead of a gap
+(``siplb.bond.reorder``); each end applies its own file's value to what it receives. Keys are 32 bytes written as 64
 hexadecimal digits, in the file (``key``) or in a file of their own (``key_file``, relative to the
 config's folder); ``siplb bond key`` makes one.
 """
@@ -146,6 +148,7 @@ class FlowModel(Model):
     ports: Ports
     parity_group: int = Field(3, ge=1, le=16)
     parity_wait: float = Field(0.1, gt=0, le=5)
+    reorder: float = Field(0.0, ge=0, le=0.5)  # seconds; 0 delivers as datagrams arrive
 
 
 class ClientFlowModel(FlowModel):
@@ -324,7 +327,7 @@ def _flows(
 
 
 def _flow(flow: FlowModel, host: str) -> BondFlow:
-    policy = FlowPolicy(Mode(flow.mode), flow.parity_group, flow.parity_wait)
+    policy = FlowPolicy(Mode(flow.mode), flow.parity_group, flow.parity_wait, flow.reorder)
     return BondFlow(flow.id, flow.name or f"flow{flow.id}", policy, host, flow.ports)
 
 
