@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from siplb.dispatch import HealthSettings, SetSpec, State, StateChanged
+from siplb.dispatch import DestinationSpec, HealthSettings, SetSpec, State, StateChanged
+from siplb.proxy.actions import Target
 from siplb.proxy.branch import owner_of
+from siplb.proxy.core import Proxy
+from siplb.proxy.listeners import Listener
+from siplb.settings import ProxySettings
 from siplb.sip import Request
 
 from .harness import Lab, Script, make_lab
@@ -154,3 +158,39 @@ def test_reconfigure_probes_the_new_destinations_only() -> None:
     lab.net.advance(0.1)
     assert call.statuses[-1] == 200
     assert lab.uas[0].invites == []
+
+
+class _Routes:
+    """A host whose kernel routes 10/8 from its private address (listener ``private``)."""
+
+    def __init__(self, private: int) -> None:
+        self.private = private
+
+    def listener_for(self, target: Target) -> int | None:
+        return self.private if target.host.startswith("10.") else None
+
+
+@pytest.mark.parametrize(("anycast", "expected"), [(False, 1), (True, 0)])
+def test_a_probe_leaves_from_the_address_the_route_picks_never_a_shared_one(
+    anycast: bool, expected: int
+) -> None:
+    """Multi-homed: the probe to a private destination leaves from the private address, so its
+    answer comes back; a shared (anycast) address is never the probe's, whatever the route."""
+    listeners = [
+        Listener(0, "udp", "203.0.113.1", 5060),
+        Listener(1, "udp", "10.0.0.1", 5060, anycast=anycast),
+    ]
+    spec = DestinationSpec("sip:10.0.0.2:5060", "10.0.0.2", 5060)
+    proxy = Proxy(
+        listeners=listeners,
+        sets=[SetSpec("pbx", (spec,))],
+        default_set="pbx",
+        settings=ProxySettings(),
+        health=HEALTH,
+        now=0.0,
+        probing=True,
+    )
+    proxy.use_routing(_Routes(private=1))
+    proxy.handle_timer(0.0)
+    [probe] = [send for send in proxy.out if send.data.startswith(b"OPTIONS ")]
+    assert probe.listener == expected

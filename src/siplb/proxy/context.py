@@ -126,8 +126,13 @@ class Context:
 
     def unicast_for(self, target: Target) -> int:
         """The listener a request whose answer must come back to THIS node leaves from (a
-        probe): the node's own address, never one every node shares, when it has one."""
+        probe): the node's own address, never one every node shares, when it has one. On a
+        multi-homed host (or a wildcard listener) the route to the target decides among them."""
         family = 6 if ":" in target.host else 4
+        if self.routing is not None:
+            routed = self.routing.listener_for(target)
+            if routed is not None and not self.listeners[routed].anycast:
+                return routed
         index = self._unicast.get((target.transport, family))
         if index is None:
             index = self._unicast.get(("udp", family))
