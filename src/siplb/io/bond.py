@@ -25,7 +25,6 @@ import json
 import logging
 import signal
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -44,15 +43,13 @@ from siplb.bond import (
     Role,
 )
 from siplb.config.bond import BondClientConfig, BondServerConfig
+from siplb.io.udp import IP_PKTINFO, IPV6_RECVPKTINFO, arrival, source_pktinfo
 
 log = logging.getLogger("siplb.bond")
 
 READ_BATCH = 256  # datagrams read per wakeup
 STALL = 0.01  # a timer this late means the process stalled (read the links before the timer)
 BUFFER = 4 << 20
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
-IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 
@@ -84,25 +81,6 @@ def udp_socket(host: str, port: int, *, device: str | None = None) -> socket.soc
         sock.close()
         raise
     return sock
-
-
-def arrival(ancdata: list[tuple[int, int, bytes]]) -> str | None:
-    """The local address a datagram was sent to, from its ``IP_PKTINFO``/``IPV6_PKTINFO``."""
-    for level, kind, data in ancdata:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return socket.inet_ntop(socket.AF_INET, data[8:12])
-        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
-            return socket.inet_ntop(socket.AF_INET6, data[:16])
-    return None
-
-
-def source_pktinfo(host: str) -> list[tuple[int, int, bytes]]:
-    """``sendmsg`` ancillary data that makes a datagram leave from local address ``host``."""
-    if ":" in host:
-        packed = socket.inet_pton(socket.AF_INET6, host) + struct.pack("=I", 0)
-        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, packed)]
-    packed = struct.pack("=I", 0) + socket.inet_pton(socket.AF_INET, host) + bytes(4)
-    return [(socket.IPPROTO_IP, IP_PKTINFO, packed)]
 
 
 def read_batch(sock: socket.socket) -> list[tuple[bytes, Any]]:
