@@ -211,17 +211,30 @@ def start_siplb(
         extra=extra,
         admin_port=admin_port,
     )
+    own_admin = "[admin]" not in extra
+    return launch(workdir, config, (LOOPBACK, port), admin_port if own_admin else None)
+
+
+def launch(
+    workdir: Path,
+    config: Path,
+    address: tuple[str, int],
+    admin_port: int | None,
+    *,
+    timeout: float = 10.0,
+) -> SiplbProcess:
+    """``siplb run -c config`` in ``workdir``, returned once its SIP ``address`` answers and,
+    with ``admin_port``, its admin API on loopback (token ``ADMIN_TOKEN``); stopped on failure."""
     process = ManagedProcess(
         "siplb", [sys.executable, "-m", "siplb", "run", "-c", str(config)], cwd=workdir
     )
-    address = (LOOPBACK, port)
-    own_admin = "[admin]" not in extra
-    admin_url = f"http://{LOOPBACK}:{admin_port}" if own_admin else None
+    admin_url = None if admin_port is None else f"http://{LOOPBACK}:{admin_port}"
     try:
-        wait_sip_ready(address, timeout=10.0, process=process)
+        wait_sip_ready(address, timeout=timeout, process=process)
         if admin_url is not None:
-            wait_admin_ready(admin_url, ADMIN_TOKEN, timeout=10.0, process=process)
+            wait_admin_ready(admin_url, ADMIN_TOKEN, timeout=timeout, process=process)
     except Exception:
         process.stop(STOP)
         raise
-    return SiplbProcess(process, address, config, admin_url, ADMIN_TOKEN if own_admin else None)
+    token = None if admin_url is None else ADMIN_TOKEN
+    return SiplbProcess(process, address, config, admin_url, token)

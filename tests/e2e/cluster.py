@@ -7,14 +7,13 @@ and serves its admin API on a free loopback port; its id is ``n<i>``.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .balancer import ADMIN_TOKEN, STOP, SiplbProcess, wait_admin_ready, write_config
-from .harness import LOOPBACK, ManagedProcess, free_port, wait_sip_ready
+from .balancer import SiplbProcess, launch, write_config
+from .harness import LOOPBACK, free_port
 
 SECRET = "cluster-e2e-secret-0123456789abcdef0123"
 HEALTH = "interval = 0.5\ntimeout = 0.4\ndown_after = 2\nup_after = 2\n"
@@ -63,17 +62,7 @@ def start_node(
         for uri in destinations:
             text = text.replace(f'uri = "{uri}" }}', f'uri = "{uri}", max_calls = {max_calls} }}')
     config.write_text(text)
-    process = ManagedProcess(
-        "siplb", [sys.executable, "-m", "siplb", "run", "-c", str(config)], cwd=nodedir
-    )
-    admin_url = f"http://{LOOPBACK}:{admin_port}"
-    try:
-        wait_sip_ready((host, port), timeout=15.0, process=process)
-        wait_admin_ready(admin_url, ADMIN_TOKEN, timeout=15.0, process=process)
-    except Exception:
-        process.stop(STOP)
-        raise
-    return SiplbProcess(process, (host, port), config, admin_url, ADMIN_TOKEN)
+    return launch(nodedir, config, (host, port), admin_port, timeout=15.0)
 
 
 def cluster_view(node: SiplbProcess) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +16,9 @@ from typing import Any
 
 import pytest
 
-from .balancer import (
-    ADMIN_TOKEN,
-    STOP,
-    SiplbProcess,
-    wait_admin_ready,
-    write_config,
-)
+from .balancer import SiplbProcess, launch, write_config
 from .conftest import SippLauncher
-from .harness import LOOPBACK, ManagedProcess, free_port, wait_sip_ready
+from .harness import LOOPBACK, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -67,17 +60,7 @@ def _start(
         for uri in destinations:
             text = text.replace(f'uri = "{uri}" }}', f'uri = "{uri}", max_calls = {max_calls} }}')
         config.write_text(text)
-    process = ManagedProcess(
-        "siplb", [sys.executable, "-m", "siplb", "run", "-c", str(config)], cwd=workdir
-    )
-    admin_url = f"http://{LOOPBACK}:{admin_port}"
-    try:
-        wait_sip_ready((LOOPBACK, port), timeout=15.0, process=process)
-        wait_admin_ready(admin_url, ADMIN_TOKEN, timeout=15.0, process=process)
-    except Exception:
-        process.stop(STOP)
-        raise
-    proc = SiplbProcess(process, (LOOPBACK, port), config, admin_url, ADMIN_TOKEN)
+    proc = launch(workdir, config, (LOOPBACK, port), admin_port, timeout=15.0)
     balancers.append(proc)
     return proc
 

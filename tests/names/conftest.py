@@ -3,16 +3,15 @@ and ``siplb run`` with a config whose sets name DNS names."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from e2e import sipp as sp
-from e2e.balancer import ADMIN_TOKEN, STOP, SiplbProcess, wait_admin_ready
+from e2e.balancer import ADMIN_TOKEN, SiplbProcess, launch
 from e2e.conftest import SippLauncher
-from e2e.harness import LOOPBACK, HarnessError, ManagedProcess, free_port, wait_sip_ready
+from e2e.harness import LOOPBACK, HarnessError, free_port
 
 from .dnsmasq import Dnsmasq, Records, dnsmasq_binary
 
@@ -83,14 +82,4 @@ def start_named_siplb(workdir: Path, set_table: str, dns: str) -> SiplbProcess:
         '[log]\nformat = "json"\nlevel = "info"\n\n'
         f'[admin]\nlisten = "{LOOPBACK}:{admin_port}"\ntoken = "{ADMIN_TOKEN}"\n'
     )
-    process = ManagedProcess(
-        "siplb", [sys.executable, "-m", "siplb", "run", "-c", str(config)], cwd=workdir
-    )
-    admin_url = f"http://{LOOPBACK}:{admin_port}"
-    try:
-        wait_sip_ready((LOOPBACK, port), timeout=15.0, process=process)
-        wait_admin_ready(admin_url, ADMIN_TOKEN, timeout=10.0, process=process)
-    except Exception:
-        process.stop(STOP)
-        raise
-    return SiplbProcess(process, (LOOPBACK, port), config, admin_url, ADMIN_TOKEN)
+    return launch(workdir, config, (LOOPBACK, port), admin_port, timeout=15.0)
