@@ -4,9 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived dnsmasq-base
+APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived dnsmasq-base systemd sngrep
 
-.PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean
+.PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean screenshots
 
 demo: $(STAMP)
 	$(BIN)/siplb demo
@@ -29,6 +29,8 @@ venv: $(STAMP)
 # exabgp and bird2 announce and route the anycast address, keepalived moves a VRRP address (all
 # three started by the tests inside network namespaces); dnsmasq (dnsmasq-base: the binary, no
 # system service) is the DNS server the destination-name tests start on a loopback port.
+# systemd brings systemd-analyze, which verifies packaging/siplb.service offline (no systemd runs).
+# sngrep is the HEP collector the capture tests start on a loopback port (no capture device).
 system-deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
@@ -44,6 +46,8 @@ system-deps:
 	[ -x /usr/sbin/bird ] || missing="$$missing bird2"; \
 	[ -x /usr/sbin/keepalived ] || missing="$$missing keepalived"; \
 	[ -x /usr/sbin/dnsmasq ] || missing="$$missing dnsmasq-base"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v sngrep >/dev/null 2>&1 || missing="$$missing sngrep"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -72,6 +76,10 @@ bench: system-deps $(STAMP)
 
 bench-parse: $(STAMP)
 	$(BIN)/python bench/parse.py
+
+# docs/dashboard*.png: the demo's dashboard in Chromium at 1600, 1400 and 820 px (about 25 s).
+screenshots: system-deps $(STAMP)
+	$(BIN)/python -m tests.e2e.screens docs
 
 fuzz: $(STAMP)
 	$(BIN)/pip install --quiet atheris

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import json
 import os
 import random
 import re
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -188,6 +192,14 @@ def test_render_shows_every_destination_and_the_totals(colour: bool) -> None:
     assert "script: pbx2 stopped answering" in plain
 
 
+def test_render_says_where_the_dashboard_is() -> None:
+    shown = dataclasses.replace(FRAME, dashboard="http://127.0.0.1:8080/  (admin token t0k)")
+    lines = render(shown, colour=False).splitlines()
+    assert lines[1] == "dashboard    http://127.0.0.1:8080/  (admin token t0k)"
+    plain = render(FRAME, colour=False).splitlines()
+    assert not any(line.startswith("dashboard") for line in plain)
+
+
 # ---- whole runs -----------------------------------------------------------------------------
 
 BAD_SETTINGS = {
@@ -219,7 +231,7 @@ def test_cli_demo_answers_calls(demo_port: int) -> None:
     """``siplb demo --duration 4 --no-table``: calls answered, none failed, a summary, exit 0."""
     path = [str(SRC), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
-    args = ["demo", "--duration", "4", "--no-table", "--port", str(demo_port)]
+    args = ["demo", "--duration", "4", "--no-table", "--port", str(demo_port), "--admin-port", "0"]
     proc = subprocess.run(
         [sys.executable, "-m", "siplb", *args],
         capture_output=True,
@@ -231,6 +243,9 @@ def test_cli_demo_answers_calls(demo_port: int) -> None:
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert f"demo PBXs on udp 127.0.0.1:{demo_port + 10}-{demo_port + 12}" in out
+    assert re.search(
+        r"dashboard and admin API on http://127\.0\.0\.1:\d+/ +\(admin token \S+\)", out
+    )
     summary = out[out.index("summary after") :]
     line = " ".join(summary.splitlines()[1:3]).removeprefix("  calls")
     totals = {key: int(value) for key, value in re.findall(r"([a-z][a-z ]*?) +(\d+)", line)}
@@ -240,6 +255,8 @@ def test_cli_demo_answers_calls(demo_port: int) -> None:
     assert totals["lost with a stopped pbx"] == 0
     assert totals["failed"] == 0
     assert totals["completed"] + totals["cancelled"] == totals["placed"]
+    assert totals["in call"] == totals["setting up"] == totals["hanging up"] == 0
+    assert "balancer held no call when it stopped" in out
     assert "result: ok" in out
 
 
@@ -255,12 +272,22 @@ def test_demo_pbx_goes_down_and_comes_back_without_failing_a_call(demo_port: int
         up_at=6.0,
         hold=(1.0, 3.0),
         seed=7,
+        admin_port=0,
     )
     out = io.StringIO()
+    given_up: dict[str, int] = {}
+    served: list[tuple[int, object]] = []
+    samples: list[tuple[float, int, int]] = []
 
     async def run() -> tuple[DemoResult, float]:
         demo = Demo(settings, out)
+        reader = asyncio.create_task(_read_admin(demo, served))
+        sampler = asyncio.create_task(_sample(demo, samples))
         result = await demo.run()
+        await reader
+        sampler.cancel()
+        assert demo.caller is not None
+        given_up.update(demo.caller.given_up)
         return result, demo.t0
 
     result, t0 = asyncio.run(run())
@@ -287,3 +314,64 @@ def test_demo_pbx_goes_down_and_comes_back_without_failing_a_call(demo_port: int
     assert {r.pbx for r in failures} <= {"pbx2"}, failures
     assert all(r.started - t0 < 2.0 + 0.1 for r in failures), failures
     assert "result: ok" in text
+
+    # the last table and the totals describe the same calls: each PBX's count at the balancer
+    # is the calls the caller gave up on when stopping (cancelled, no final response yet)
+    last = result.last
+    assert last is not None
+    assert last.totals.in_call == last.totals.setting_up == last.totals.hanging_up == 0
+    assert {row.name: row.active_calls for row in last.rows} == {
+        name: given_up.get(name, 0) for name in ("pbx1", "pbx2", "pbx3")
+    }
+    assert sum(row.active_calls for row in last.rows) == last.totals.given_up
+    assert [row.pbx_calls for row in last.rows] == [0, 0, 0]
+    # and so do the tables during the run (a call in flight may be seen by one side only)
+    differ = [(at, table, caller) for at, table, caller in samples if table != caller]
+    assert len(samples) >= 30
+    assert len(differ) <= len(samples) // 10, differ
+    # the dashboard and admin API ran with the demo, behind the token it printed
+    assert [status for status, _ in served] == [401, 200, 200], served
+    sets = served[2][1]
+    assert isinstance(sets, dict)
+    assert [len(s["destinations"]) for s in sets["sets"]] == [3]
+
+
+async def _sample(demo: Demo, samples: list[tuple[float, int, int]]) -> None:
+    """Every 0.25 s: the calls in the table (the balancer's count) and by the caller's totals."""
+    while True:
+        await asyncio.sleep(0.25)
+        if demo.caller is None or demo.balancer is None or not demo.live:
+            continue
+        frame = demo.frame()
+        t = frame.totals
+        table = sum(row.active_calls for row in frame.rows)
+        samples.append((frame.elapsed, table, t.in_call + t.setting_up + t.given_up))
+
+
+async def _read_admin(demo: Demo, served: list[tuple[int, object]]) -> None:
+    """Once the demo's admin API listens: /api/status without the token, then the page and
+    /api/sets with it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    # the demo offers nothing to await for its start: polled, bounded by the deadline
+    while not demo.dashboard and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert demo.dashboard.startswith("http://127.0.0.1:"), demo.dashboard
+    url = demo.dashboard.split("/  ")[0]
+    for path, token in (("/api/status", None), ("/", demo.token), ("/api/sets", demo.token)):
+        served.append(await asyncio.to_thread(_get, url + path, token))
+
+
+def _get(url: str, token: str | None) -> tuple[int, object]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5.0) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    try:
+        return status, json.loads(body)
+    except json.JSONDecodeError:
+        return status, body.decode(errors="replace")

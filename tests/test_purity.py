@@ -1,9 +1,10 @@
 """The pure cores stay pure (DESIGN.md section 2): no asyncio, socket, clock reads or logging.
 
-Every module of ``siplb.sip``, ``siplb.proxy``, ``siplb.dispatch``, ``siplb.cluster`` and ``siplb.bond`` is
-read with ``ast``; an import of a forbidden module anywhere in it (inside functions too) fails,
-except under ``if TYPE_CHECKING:``. Pure code may import other pure packages of siplb, never the
-shells. Packages whose hashes decide something every process must agree on never call ``hash()``.
+Every module of ``siplb.sip``, ``siplb.proxy``, ``siplb.dispatch``, ``siplb.cluster``, ``siplb.bond``
+and ``siplb.capture`` is read with ``ast``; an import of a forbidden module anywhere in it (inside
+functions too) fails, except under ``if TYPE_CHECKING:``. Pure code may import other pure
+packages of siplb, never the shells. Packages whose hashes decide something every process must
+agree on never call ``hash()``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 import siplb
 
 SRC = Path(siplb.__file__).parent
-PURE = ("sip", "proxy", "dispatch", "cluster", "bond")
+PURE = ("sip", "proxy", "dispatch", "cluster", "bond", "capture")
 FORBIDDEN = frozenset(
     {
         "asyncio",
@@ -152,6 +153,7 @@ TRANSITIVE_CASES = [
     pytest.param("siplb.proxy.core", id="proxy"),
     pytest.param("siplb.cluster", id="cluster"),
     pytest.param("siplb.bond", id="bond"),
+    pytest.param("siplb.capture", id="capture"),
 ]
 
 

@@ -35,12 +35,14 @@ from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import AdminState, DestinationSpec, SetSpec, State, StateChanged
 from siplb.dispatch.accounting import DialogChanges
 from siplb.dispatch.names import NameReading, expand, ip_version, keep_weights, queries
+from siplb.io.capture import Capture
 from siplb.io.cluster import ClusterLink
 from siplb.io.driver import Driver
 from siplb.io.nft import NftBans
 from siplb.io.resolver import NameResolver
 from siplb.io.tls import client_context, server_context
 from siplb.io.udp import bind_udp, interface_addresses, local_address_for
+from siplb.logs import ListenerError, event_fields, log_fields
 from siplb.proxy.actions import (
     CallsExpired,
     FailedOver,
@@ -67,9 +69,10 @@ from siplb.proxy.listeners import (
     wildcard_addresses,
 )
 from siplb.proxy.multihome import SourceRouting
-from siplb.settings import ListenerSettings, ProtectionSettings
+from siplb.settings import CaptureSettings, ListenerSettings, ProtectionSettings
 from siplb.sip import Limits
 from siplb.view import ProxyView
+from siplb.words import plural
 
 if TYPE_CHECKING:
     from siplb.admin.server import AdminServer
@@ -170,7 +173,11 @@ class Balancer:
     async def start(self) -> None:
         config = self.config
         for index, spec in enumerate(config.listeners):
-            port = await self._open_listener(index, spec)
+            try:
+                port = await self._open_listener(index, spec)
+            except OSError as exc:
+                self._close()
+                raise ListenerError(index, spec.name, spec.transport, spec.address, exc) from exc
             advertise = spec.advertise
             listener = Listener(
                 index,
@@ -182,7 +189,17 @@ class Balancer:
                 spec.anycast,
             )
             self.listeners.append(listener)
-            log.info("listening on %s %s:%d", spec.transport, spec.host, port)
+            log_fields(
+                log,
+                logging.INFO,
+                "listening on %s %s:%d",
+                spec.transport,
+                spec.host,
+                port,
+                listener=spec.name or index,
+                transport=spec.transport,
+                address=f"{spec.host}:{port}",
+            )
         self._expand_wildcards()
         sets = await self._start_names(config)
         self.proxy = Proxy(
@@ -205,6 +222,7 @@ class Balancer:
         self._route_lookup = functools.lru_cache(4096)(local_address_for)
         self.proxy.routing = self._source_routing()
         self._view = ProxyView(self.proxy, self.driver.pool)
+        self._set_capture(config.capture)
         self.driver.run(self.proxy)
         if config.cluster is not None:
             self.link = link = ClusterLink(
@@ -347,7 +365,7 @@ class Balancer:
             while proxy.busy and self.loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             if proxy.busy:
-                log.warning("stopping with %d transactions still open", proxy.busy)
+                log.warning("stopping with %s still open", plural(proxy.busy, "transaction"))
         if self.link is not None:
             await self.link.stop(leave=True)  # the others take its share now, not in dead_after
             self.link = None
@@ -361,7 +379,22 @@ class Balancer:
             self.nft = None
 
     def _close(self) -> None:
+        self._set_capture(None)
         self.driver.close()
+
+    def _set_capture(self, settings: CaptureSettings | None) -> None:
+        """``[capture]`` at start and on reload: started, moved to another collector or
+        stopped (``siplb.io.capture``); its counters are the core's and go on."""
+        capture = self.driver.capture
+        if settings is not None and capture is not None:
+            capture.reconfigure(settings)
+            return
+        if capture is not None:
+            capture.close()
+        if settings is not None:
+            assert self.proxy is not None
+            capture = Capture(self.loop, settings, self.proxy.stats)
+        self.driver.set_capture(None if settings is None else capture)
 
     # ---- reload (SIGHUP and the admin API share this path) -----------------------------------
     def reload_file(self, trigger: str = "SIGHUP") -> ReloadOutcome:
@@ -376,8 +409,18 @@ class Balancer:
         except ConfigError as exc:
             problems = tuple((problem.path, problem.message) for problem in exc.problems)
             outcome = ReloadOutcome(False, source, problems=problems)
-            log.error("reload refused (%s), the running config stays:\n%s", trigger, exc)
-            self.recorder.reloaded(False, f"{outcome.summary()} ({trigger})")
+            log_fields(
+                log,
+                logging.ERROR,
+                "reload refused (%s), the running config stays:\n%s",
+                trigger,
+                exc,
+                always=True,
+                event="reload",
+                ok=False,
+                trigger=trigger,
+            )
+            self.recorder.reloaded(False, f"{outcome.summary()} ({trigger}): {outcome.listed()}")
             return outcome
         outcome = self.reload(config, trigger=trigger)
         if self.peers is not None:
@@ -402,6 +445,7 @@ class Balancer:
         )
         self._note_retiring(old_sets)
         proxy.reconfigure_protection(self._protection(config), self.loop.time())
+        self._set_capture(config.capture)
         self.config = config
         outcome = ReloadOutcome(
             True,
@@ -413,9 +457,22 @@ class Balancer:
             warnings=warnings,
         )
         self.driver.flush()
-        log.info("%s (%s)", outcome.summary(), trigger)
+        log_fields(
+            log,
+            logging.INFO,
+            "%s (%s)",
+            outcome.summary(),
+            trigger,
+            always=True,
+            event="reload",
+            ok=True,
+            trigger=trigger,
+            added=list(added),
+            removed=list(removed),
+            reweighted=list(reweighted),
+        )
         for warning in warnings:
-            log.warning("reload: %s", warning)
+            log_fields(log, logging.WARNING, "reload: %s", warning, always=True, event="reload")
         self.recorder.reloaded(True, f"{outcome.summary()} ({trigger})")
         if self.admin is not None:
             self.admin.config_changed()
@@ -507,7 +564,17 @@ class Balancer:
             if items
         ] or ["priorities"]
         message = f"DNS answer changed: {'; '.join(parts)}"
-        log.info("%s", message)
+        log_fields(
+            log,
+            logging.INFO,
+            "%s",
+            message,
+            always=True,
+            event="dns",
+            added=list(added),
+            removed=list(removed),
+            reweighted=list(reweighted),
+        )
         self.recorder.journal.add("dns", message, time.time())
         if self.admin is not None:
             self.admin.config_changed()
@@ -531,8 +598,21 @@ class Balancer:
             self.name_admin.pop((set_name, name), None)
         else:
             self.name_admin[(set_name, name)] = admin
-        log.info(
-            "admin: %s %s in %s: %d addresses (%s)", admin, name, set_name, len(addresses), cause
+        log_fields(
+            log,
+            logging.INFO,
+            "admin: %s %s in %s: %d addresses (%s)",
+            admin,
+            name,
+            set_name,
+            len(addresses),
+            cause,
+            always=True,
+            event="admin",
+            action=str(admin),
+            name=name,
+            set=set_name,
+            cause=cause,
         )
         for spec in addresses:
             self.set_admin_state(set_name, spec.uri, admin, f"{cause}, for {name}")
@@ -578,7 +658,7 @@ class Balancer:
             return
         self.find_destination(set_name, uri)
         proxy.set_admin(uri, admin, self.loop.time(), cause)
-        log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
+        log_admin(admin, uri, set_name, cause)
         self.driver.flush()
         if self.link is not None:  # and on every other member
             self.link.admin(set_name, uri, ADMIN_VERB[AdminState(admin)])
@@ -590,7 +670,20 @@ class Balancer:
         assert proxy is not None
         made = proxy.ban(host, seconds, reason, self.loop.time())
         if made:
-            log.info("admin: ban %s for %.0f s (%s)", host, seconds, reason)
+            log_fields(
+                log,
+                logging.INFO,
+                "admin: ban %s for %.0f s (%s)",
+                host,
+                seconds,
+                reason,
+                always=True,
+                event="admin",
+                action="ban",
+                source=host,
+                seconds=seconds,
+                cause=reason,
+            )
         self.driver.flush()
         return made
 
@@ -600,7 +693,16 @@ class Balancer:
         assert proxy is not None
         lifted = proxy.unban(host)
         if lifted:
-            log.info("admin: ban on %s lifted", host)
+            log_fields(
+                log,
+                logging.INFO,
+                "admin: ban on %s lifted",
+                host,
+                always=True,
+                event="admin",
+                action="unban",
+                source=host,
+            )
         self.driver.flush()
         if self.peers is not None:
             self.peers.unbanned(host)
@@ -622,8 +724,8 @@ class Balancer:
         proxy = self.proxy
         assert proxy is not None
         old = self.find_destination(set_name, uri).weight
-        if weight < 1:
-            raise ValueError("weight must be at least 1")
+        if weight < 0:  # 0: no new calls in this set, calls in progress go on (dispatch.dset)
+            raise ValueError("weight must be at least 0")
         sets = tuple(
             replace(
                 spec,
@@ -638,7 +740,24 @@ class Balancer:
         proxy.reconfigure(
             sets=sets, routes=proxy.routes, default_set=proxy.default_set, now=self.loop.time()
         )
-        log.info("admin: weight of %s in %s %d -> %d (%s)", uri, set_name, old, weight, cause)
+        log_fields(
+            log,
+            logging.INFO,
+            "admin: weight of %s in %s %d -> %d (%s)",
+            uri,
+            set_name,
+            old,
+            weight,
+            cause,
+            always=True,
+            event="admin",
+            action="weight",
+            destination=uri,
+            set=set_name,
+            old=old,
+            new=weight,
+            cause=cause,
+        )
         self.recorder.weight_changed(set_name, uri, old, weight, cause)
         self.driver.flush()
         if self.admin is not None:
@@ -658,7 +777,18 @@ class Balancer:
         if on == self.draining:
             return
         self.draining = on
-        log.info("node %s (%s)", "drained" if on else "resumed", cause)
+        verb = "drained" if on else "resumed"
+        log_fields(
+            log,
+            logging.INFO,
+            "node %s (%s)",
+            verb,
+            cause,
+            always=True,
+            event="node",
+            new=verb,
+            cause=cause,
+        )
         if self.link is not None:
             self.link.set_draining(on)
 
@@ -700,7 +830,7 @@ class Balancer:
             adopted = proxy.adopt_orphans(self.loop.time())
             if adopted and self.link is not None:
                 self.link.stats["setups_adopted"] += adopted
-                log.info("cluster: continuing %d calls in setup of nodes gone", adopted)
+                log.info("cluster: continuing %s in setup of nodes gone", plural(adopted, "call"))
         else:  # the listeners are this node's own addresses: their datagrams are this node's
             proxy.members_changed(ownership, datagrams=False)
         self.driver.flush()
@@ -756,7 +886,7 @@ class Balancer:
         admin = VERB_ADMIN.get(verb)
         if admin is not None:
             self.proxy.set_admin(uri, admin, self.loop.time(), cause)
-            log.info("admin: %s %s in %s (%s)", admin, uri, set_name, cause)
+            log_admin(admin, uri, set_name, cause)
             self.driver.flush()
 
     def cluster_datagram(self, listener: int, source: tuple[str, int], data: bytes) -> None:
@@ -866,7 +996,7 @@ class Balancer:
 
     # ---- what the core reports -----------------------------------------------------------------
     def _on_event(self, event: object) -> None:
-        log_event(event)
+        log_event(event, self._sets_of(event.uri) if isinstance(event, StateChanged) else ())
         self.recorder.observe(event, self.wall_offset)
         if isinstance(event, SourceBanned | BanLifted):
             self._ban_changed(event)
@@ -874,6 +1004,11 @@ class Balancer:
             self.link.passive(event.uri, event.ok, event.cause)
         if self.peers is not None:
             self.peers.event(event)
+
+    def _sets_of(self, uri: str) -> list[str]:
+        """The sets destination ``uri`` is in, for its log lines."""
+        sets = self.dns_sets or self.config.sets
+        return [spec.name for spec in sets if any(d.uri == uri for d in spec.destinations)]
 
     def _protection(self, config: Config) -> ProtectionSettings:
         """The admission stage's settings for this process: with ``rate_share`` N, each holds
@@ -937,31 +1072,60 @@ EVENT_LOG: dict[type, tuple[int, str, tuple[str, ...]]] = {
 }
 
 
-def log_event(event: object) -> None:
+def log_admin(admin: AdminState, uri: str, set_name: str, cause: str) -> None:
+    """An operator's drain, disable or enable of a destination (here or on another member)."""
+    log_fields(
+        log,
+        logging.INFO,
+        "admin: %s %s in %s (%s)",
+        admin,
+        uri,
+        set_name,
+        cause,
+        always=True,
+        event="admin",
+        action=str(admin),
+        destination=uri,
+        set=set_name,
+        cause=cause,
+    )
+
+
+def log_event(event: object, sets: Sequence[str] = ()) -> None:
+    """One line per event worth one, its attributes as fields (``siplb.logs.event_fields``);
+    ``sets``: those of a destination whose state changed."""
     rule = EVENT_LOG.get(type(event))
     if rule is not None:
         level, message, fields = rule
         if log.isEnabledFor(level):
-            log.log(level, message, *(getattr(event, name) for name in fields))
+            args = (getattr(event, name) for name in fields)
+            log_fields(log, level, message, *args, **event_fields(event))
     elif isinstance(event, StateChanged):
         level = logging.WARNING if event.new is State.DOWN else logging.INFO
-        log.log(
-            level, "destination %s: %s -> %s (%s)", event.uri, event.old, event.new, event.cause
-        )
+        shown = (event.uri, event.old, event.new, event.cause)
+        more = event_fields(event, set=",".join(sets) or None)
+        log_fields(log, level, "destination %s: %s -> %s (%s)", *shown, always=True, **more)
     elif isinstance(event, OverloadChanged):
         if event.active:
-            log.warning(
-                "overloaded (receive buffer %.0f%% full): new calls get 503", 100 * event.backlog
+            log_fields(
+                log,
+                logging.WARNING,
+                "overloaded (receive buffer %.0f%% full): new calls get 503",
+                100 * event.backlog,
+                always=True,
+                **event_fields(event),
             )
         else:
-            log.info("no longer overloaded: new calls admitted again")
+            log_fields(
+                log, logging.INFO, "no longer overloaded: new calls admitted again", always=True
+            )
 
 
 # Full collections of the cycle collector: every 100th collection of the middle generation
 # (CPython's default is every 10th), on top of CPython's own rule (only once a quarter more
 # objects survived since the last one). A full collection walks every live transaction: at
 # 500 calls/s, with the default, one of 100-200 ms every 15 s; with this, the longest pause
-# measured in a minute was 32 ms (README, Performance). The core leaves no reference cycles
+# measured in a minute was 32 ms (docs/performance.md). The core leaves no reference cycles
 # behind a call, so the young generations free what little cyclic garbage there is.
 GC_THRESHOLDS = (700, 10, 100)
 
@@ -982,17 +1146,24 @@ async def serve(config_path: Path) -> int:
     request for ``[health] withdraw_delay``, the time the routers need to stop sending here.
     Then it stops as before: no new calls, the grace period for transactions. A second signal
     cuts the delay short."""
+    from siplb.io.systemd import Notifier  # Type=notify: READY, RELOADING, STOPPING, WATCHDOG
+
     config = load_config(config_path)
     balancer = Balancer(config, admin=True, config_path=config_path)
     await balancer.start()
     tune_gc()
+    service = Notifier.from_environment()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, balancer.reload_file, "SIGHUP")
+    loop.add_signal_handler(signal.SIGHUP, service.reload, balancer.reload_file, "SIGHUP")
+    service.ready(f"serving on {plural(len(balancer.listeners), 'listener')}")
+    service.start_watchdog(loop)
     await stop.wait()
+    service.stopping("draining, then stopping")
     await withdraw_then_stop(balancer, stop)
+    service.close()
     return 0
 
 

@@ -14,20 +14,63 @@ import click
 
 from siplb import __version__
 from siplb.cli_bond import bond
+from siplb.cli_help import HelpGroup
 from siplb.config import ConfigError, load_config
+from siplb.words import plural
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="siplb")
 def main() -> None:
     """siplb: a SIP load balancer for farms of PBXs, registrars and proxies."""
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(path_type=Path))
-@click.option("--log-format", type=click.Choice(["human", "json"]), default=None)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
-def run(config_path: Path, log_format: str | None, log_level: str | None) -> None:
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The config file (TOML); SIGHUP and `siplb reload` read it again.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    default=None,
+    help="Log lines for people or one JSON object a line [default: the config's [log] format].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="The least severe level logged [default: the config's [log] level].",
+)
+@click.option(
+    "--log-target",
+    type=click.Choice(["stderr", "syslog", "journald"]),
+    default="stderr",
+    show_default=True,
+    help="Where log lines go (under systemd, stderr reaches the journal too).",
+)
+@click.option(
+    "--syslog-address",
+    default=None,
+    help="syslog: a unix socket path or host:port (UDP) [default: /dev/log].",
+)
+@click.option(
+    "--journal-socket",
+    default=None,
+    help="journald: its native socket [default: /run/systemd/journal/socket].",
+)
+def run(
+    config_path: Path,
+    log_format: str | None,
+    log_level: str | None,
+    log_target: str,
+    syslog_address: str | None,
+    journal_socket: str | None,
+) -> None:
     """Run the balancer in the foreground (SIGTERM drains and stops, SIGHUP reloads)."""
     from siplb.app import serve
     from siplb.io.driver import run_loop
@@ -38,7 +81,13 @@ def run(config_path: Path, log_format: str | None, log_level: str | None) -> Non
     except ConfigError as exc:
         _print_problems(config_path, exc)
         sys.exit(2)
-    setup_logging(log_level or config.log.level, log_format or config.log.format)
+    address = journal_socket if log_target == "journald" else syslog_address
+    level, fmt = log_level or config.log.level, log_format or config.log.format
+    try:
+        setup_logging(level, fmt, log_target, address)
+    except (OSError, ValueError) as exc:
+        click.echo(f"siplb: cannot log to {log_target}: {exc}", err=True)
+        sys.exit(1)
     try:
         if config.proxy.workers > 1:
             from siplb.supervisor import supervise
@@ -46,12 +95,32 @@ def run(config_path: Path, log_format: str | None, log_level: str | None) -> Non
             sys.exit(supervise(config_path, config))
         sys.exit(run_loop(serve(config_path)))
     except OSError as exc:
+        _cannot_start(exc, log_target)
+
+
+def _cannot_start(exc: OSError, log_target: str) -> NoReturn:
+    """A listener that cannot be bound (a port in use ...): one line, exit 1, no traceback."""
+    import logging
+
+    from siplb.logs import log_fields
+
+    log = logging.getLogger("siplb")
+    fields = getattr(exc, "fields", {})  # a listener's name, transport and address
+    log_fields(log, logging.ERROR, "cannot start: %s", exc, always=True, errno=exc.errno, **fields)
+    if log_target != "stderr":  # the log went elsewhere: the terminal still hears why
         click.echo(f"siplb: {exc}", err=True)
-        sys.exit(1)
+    sys.exit(1)
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The config file (TOML) to check.",
+)
 def check(config_path: Path) -> None:
     """Check a config file; list every problem with its path (exit 2 when there are any)."""
     try:
@@ -61,11 +130,14 @@ def check(config_path: Path) -> None:
         sys.exit(2)
     dests = sum(len(spec.destinations) for spec in config.sets)
     names = sum(len(spec.names) for spec in config.sets)
-    named = f", {names} DNS names" if names else ""
-    click.echo(
-        f"{config_path}: ok ({len(config.listeners)} listeners, {len(config.sets)} sets, "
-        f"{dests} destinations{named}, {len(config.routes)} routes)"
-    )
+    counts = [
+        plural(len(config.listeners), "listener"),
+        plural(len(config.sets), "set"),
+        plural(dests, "destination"),
+        *([plural(names, "DNS name")] if names else []),
+        plural(len(config.routes), "route"),
+    ]
+    click.echo(f"{config_path}: ok ({', '.join(counts)})")
     if names:  # DNS may be down at check time: a warning, not a problem of the file
         import asyncio
 
@@ -80,16 +152,27 @@ def check(config_path: Path) -> None:
 @click.option("--cps", type=float, default=4.0, show_default=True, help="Demo calls per second.")
 @click.option("--port", type=int, default=5060, show_default=True, help="Balancer UDP port.")
 @click.option("--no-table", is_flag=True, help="Print events only, no live table.")
-def demo(duration: float | None, cps: float, port: int, no_table: bool) -> None:
-    """Balancer plus three built-in demo PBXs on loopback, with test calls flowing."""
+@click.option(
+    "--admin-port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Admin API and dashboard on 127.0.0.1 (0: any free port); the token is printed.",
+)
+def demo(duration: float | None, cps: float, port: int, no_table: bool, admin_port: int) -> None:
+    """Balancer plus three built-in demo PBXs on loopback, with test calls flowing, and its
+    dashboard."""
     from siplb.demo import run_demo
     from siplb.io.driver import run_loop
 
-    sys.exit(run_loop(run_demo(duration=duration, cps=cps, port=port, table=not no_table)))
+    coroutine = run_demo(
+        duration=duration, cps=cps, port=port, table=not no_table, admin_port=admin_port
+    )
+    sys.exit(run_loop(coroutine))
 
 
 def _print_problems(path: Path, exc: ConfigError) -> None:
-    click.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
+    click.echo(f"{path}: {plural(len(exc.problems), 'problem')}", err=True)
     for problem in exc.problems:
         where = problem.path or "(file)"
         click.echo(f"  {where}: {problem.message}", err=True)
@@ -124,7 +207,16 @@ def _admin_options(command: F) -> F:
     return command
 
 
-def _client(admin_url: str | None, token_file: Path | None, config_path: Path | None) -> Any:
+def _client(
+    admin_url: str | None,
+    token_file: Path | None,
+    config_path: Path | None,
+    *,
+    broken_ok: bool = False,
+) -> Any:
+    """The admin client, at the address and with the token of ``config_path``'s [admin] (or
+    the options'). ``broken_ok``: a file with problems elsewhere than [admin] still gives its
+    admin address (``siplb reload`` lets the balancer refuse it, log it and count it)."""
     from siplb.admin.client import DEFAULT_URL, AdminClient, resolve_token
 
     config_url = config_token = None
@@ -132,8 +224,11 @@ def _client(admin_url: str | None, token_file: Path | None, config_path: Path | 
         try:
             config = load_config(config_path)
         except ConfigError as exc:
-            _print_problems(config_path, exc)
-            sys.exit(2)
+            partial = exc.partial if broken_ok and _admin_sound(exc) else None
+            if partial is None:
+                _print_problems(config_path, exc)
+                sys.exit(2)
+            config = partial
         host, port = config.admin.address
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         config_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
@@ -146,6 +241,11 @@ def _client(admin_url: str | None, token_file: Path | None, config_path: Path | 
         click.echo(f"siplb: cannot read the token file: {exc}", err=True)
         sys.exit(1)
     return AdminClient(admin_url or config_url or DEFAULT_URL, token)
+
+
+def _admin_sound(exc: ConfigError) -> bool:
+    """No problem of the file is about its [admin] section, nor about the whole file."""
+    return all(p.path and p.path.split(".")[0].split("[")[0] != "admin" for p in exc.problems)
 
 
 def _call(action: Callable[[], Any]) -> Any:
@@ -171,16 +271,21 @@ def _fail(exc: Any) -> NoReturn:
 @main.command()
 @_admin_options
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+@click.argument("set_names", metavar="[SET]...", nargs=-1)
 def status(
-    admin_url: str | None, token_file: Path | None, config_path: Path | None, as_json: bool
+    admin_url: str | None,
+    token_file: Path | None,
+    config_path: Path | None,
+    as_json: bool,
+    set_names: tuple[str, ...],
 ) -> None:
     """Sets and destinations of a running balancer, as a table (like ipvsadm -L -n); with a
-    cluster, its totals, its Redis link and its members too."""
+    cluster, its totals, its Redis link and its members too. Name sets to show only those."""
     from siplb.admin.client import format_cluster, format_status
 
     client = _client(admin_url, token_file, config_path)
     info = _call(client.status)
-    sets = _call(client.sets)
+    sets = _only_sets(_call(client.sets), set_names)
     protection = _protection(client, limit=0)
     cluster = _cluster(client)
     if as_json:
@@ -195,6 +300,18 @@ def status(
     click.echo(format_status(info, sets, now, protection))
     if cluster is not None:
         click.echo(format_cluster(cluster, now))
+
+
+def _only_sets(sets: Any, names: tuple[str, ...]) -> Any:
+    """The sets named (all without names); an unknown name ends the command (exit 1)."""
+    if not names:
+        return sets
+    known = [entry["name"] for entry in sets]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        click.echo(f"siplb: no set {', '.join(unknown)} (sets: {', '.join(known)})", err=True)
+        sys.exit(1)
+    return [entry for entry in sets if entry["name"] in names]
 
 
 def _protection(client: Any, limit: int) -> Any:
@@ -255,7 +372,7 @@ _dest_action("disable", "No new calls to URI.")
 @_admin_options
 @click.argument("set_name", metavar="SET")
 @click.argument("uri")
-@click.argument("weight", type=click.IntRange(1, 1_000_000))
+@click.argument("weight", type=click.IntRange(0, 1_000_000))
 def dest_weight(
     admin_url: str | None,
     token_file: Path | None,
@@ -264,19 +381,22 @@ def dest_weight(
     uri: str,
     weight: int,
 ) -> None:
-    """Set URI's weight in SET (until the next reload)."""
+    """Set URI's weight in SET (until the next reload); 0 takes it out of SET for new calls
+    (its calls go on), any weight above 0 puts it back."""
     client = _client(admin_url, token_file, config_path)
     view = _call(lambda: client.set_weight(set_name, uri, weight))
-    click.echo(f"{view['uri']} in {set_name}: weight {view['weight']}")
+    quiesced = " (no new calls in this set)" if view["weight"] == 0 else ""
+    click.echo(f"{view['uri']} in {set_name}: weight {view['weight']}{quiesced}")
 
 
 @main.command()
 @_admin_options
 def reload(admin_url: str | None, token_file: Path | None, config_path: Path | None) -> None:
-    """Make a running balancer reload its config file (like SIGHUP); exit 2 if refused."""
+    """Make a running balancer reload its config file (like SIGHUP); exit 2 if refused. The
+    balancer judges the file: a refusal is logged, counted and kept in its journal."""
     from siplb.admin.client import AdminError
 
-    client = _client(admin_url, token_file, config_path)
+    client = _client(admin_url, token_file, config_path, broken_ok=True)
     try:
         outcome = client.reload()
     except AdminError as exc:
@@ -295,7 +415,13 @@ def reload(admin_url: str | None, token_file: Path | None, config_path: Path | N
 # ---- bans ---------------------------------------------------------------------------------------
 @main.command()
 @_admin_options
-@click.option("--limit", type=click.IntRange(0, 10_000), default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(0, 10_000),
+    default=100,
+    show_default=True,
+    help="List at most this many bans.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
 def bans(
     admin_url: str | None,
@@ -431,7 +557,14 @@ _node_action("resume", False, "Undo a drain: the node is healthy again when its 
 
 
 @main.command()
-@click.option("-c", "--config", "config_path", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The config file with the [announce] table (and the [admin] address and token).",
+)
 @click.option(
     "--admin",
     "admin_url",

@@ -9,24 +9,41 @@ from pathlib import Path
 
 import click
 
+from siplb.cli_help import HelpGroup
 from siplb.config import ConfigError
+from siplb.words import plural
 
 CONFIG = click.option(
-    "-c", "--config", "config_path", required=True, type=click.Path(path_type=Path)
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The bond config file (TOML).",
 )
 LOG_LEVEL = click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="The least severe level logged.",
 )
-LOG_FORMAT = click.option("--log-format", type=click.Choice(["human", "json"]), default="human")
+LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    default="human",
+    show_default=True,
+    help="Log lines for people or one JSON object a line.",
+)
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def bond() -> None:
     """Multi-link bonding: carry UDP flows (SIP, RTP) over several uplinks."""
 
 
 def _fail(path: Path, exc: ConfigError) -> None:
-    click.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
+    click.echo(f"{path}: {plural(len(exc.problems), 'problem')}", err=True)
     for problem in exc.problems:
         click.echo(f"  {problem.path or '(file)'}: {problem.message}", err=True)
     sys.exit(2)
@@ -83,10 +100,12 @@ def check(config_path: Path, as_server: bool) -> None:
     try:
         if as_server:
             found = load_server(config_path)
-            click.echo(f"{config_path}: ok ({len(found.keys)} clients, {len(found.flows)} flows)")
+            counts = f"{plural(len(found.keys), 'client')}, {plural(len(found.flows), 'flow')}"
+            click.echo(f"{config_path}: ok ({counts})")
         else:
             mine = load_client(config_path)
-            click.echo(f"{config_path}: ok ({len(mine.links)} links, {len(mine.flows)} flows)")
+            counts = f"{plural(len(mine.links), 'link')}, {plural(len(mine.flows), 'flow')}"
+            click.echo(f"{config_path}: ok ({counts})")
     except ConfigError as exc:
         _fail(config_path, exc)
 

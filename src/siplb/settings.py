@@ -333,6 +333,7 @@ class Config:
     readiness: NodeHealthSettings = field(default_factory=lambda: NodeHealthSettings())
     announce: AnnounceSettings | None = None  # None: no [announce] table
     dns: DnsSettings = field(default_factory=DnsSettings)
+    capture: CaptureSettings | None = None  # None: no [capture] table, nothing is captured
 
     @property
     def node_id(self) -> str:
@@ -375,3 +376,23 @@ class AnnounceSettings:
     timeout: float = 0.5
     med: int | None = None
     communities: tuple[str, ...] = ()  # "65000:1" each
+
+
+# ---- SIP capture to a HEP collector (Homer) ---------------------------------------------------
+CaptureDirection = Literal["received", "sent"]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSettings:
+    """``[capture]``: every SIP message received and sent, as HEP version 3 to a collector
+    (``siplb.capture``, ``siplb.io.capture``)."""
+
+    host: str  # the collector's IP address
+    port: int
+    transport: Literal["udp", "tcp"] = "udp"
+    node_id: int = 0  # the HEP capture agent id
+    node_name: str | None = None
+    password: str | None = field(default=None, repr=False)  # the collector's auth key
+    what: frozenset[CaptureDirection] = frozenset({"received", "sent"})
+    methods: frozenset[str] | None = None  # None: every method (by CSeq method)
+    queue: int = 10000  # messages waiting to be sent, at most; past that they are dropped

@@ -21,7 +21,9 @@ from types import FrameType
 
 from siplb.config import Config
 from siplb.io.shared import SharedCallCounts
+from siplb.io.systemd import Notifier, NotifyRelay
 from siplb.io.workers import WorkerSockets, open_worker_sockets
+from siplb.logs import ListenerError
 
 log = logging.getLogger("siplb")
 
@@ -45,6 +47,10 @@ class Supervisor:
         ]
         try:
             self.sockets: WorkerSockets = open_worker_sockets(udp, self.workers)
+        except ListenerError as exc:
+            self._free()
+            spec = config.listeners[exc.index]
+            raise ListenerError(exc.index, spec.name, "udp", spec.address, exc) from exc
         except OSError:
             self._free()
             raise
@@ -55,6 +61,7 @@ class Supervisor:
         self._stop_by: float | None = None
         self._pending: list[int] = []
         self.exit_codes: list[int | None] = []
+        self.service = NotifyRelay(Notifier.from_environment())  # only the parent tells systemd
 
     def run(self) -> int:
         """Until every worker has stopped; 0 when all of them stopped cleanly."""
@@ -67,7 +74,10 @@ class Supervisor:
                 self._start(worker)
             while self.processes:
                 self._handle_signals()
-                ready = wait([p.sentinel for p in self.processes.values()], timeout=POLL)
+                waited = [p.sentinel for p in self.processes.values()] + self.service.waitables()
+                ready = wait(waited, timeout=POLL)
+                self.service.poll([p.pid for p in self.processes.values()])
+                self.service.tick(time.monotonic())
                 if ready or not self._stopping:
                     self._reap()
                 if self._stop_by is not None and time.monotonic() > self._stop_by:
@@ -79,6 +89,7 @@ class Supervisor:
                 process.kill()
                 process.join(1.0)
             self._free()
+            self.service.close()
         failed = [code for code in self.exit_codes if code != 0]
         return 1 if failed else 0
 
@@ -125,12 +136,14 @@ class Supervisor:
             signum = self._pending.pop(0)
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: every worker reloads")
+                self.service.reloading()
                 self._signal_all(signal.SIGHUP)
             elif not self._stopping:
                 self._stop(signal.SIGTERM)
 
     def _stop(self, signum: int) -> None:
         self._stopping = True
+        self.service.stopping()
         delay = self.config.readiness.withdraw_delay
         self._stop_by = time.monotonic() + delay + self.config.proxy.grace_period + STOP_MARGIN
         log.info(
@@ -174,9 +187,17 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     sockets.keep_only(worker)
     from siplb.io.driver import run_loop
+    from siplb.logs import log_fields, set_worker
     from siplb.workers import serve_worker
 
-    raise SystemExit(run_loop(serve_worker(config_path, config, worker, sockets, counts)))
+    set_worker(worker)  # every line of this process says which worker wrote it
+    try:
+        code = run_loop(serve_worker(config_path, config, worker, sockets, counts))
+    except OSError as exc:  # a port in use ...: one line, no traceback; the parent decides
+        fields = getattr(exc, "fields", {})
+        log_fields(log, logging.ERROR, "cannot start: %s", exc, errno=exc.errno, **fields)
+        code = 1
+    raise SystemExit(code)
 
 
 def supervise(config_path: Path, config: Config) -> int:

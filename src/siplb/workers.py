@@ -37,6 +37,7 @@ from siplb.cluster.leases import Leases
 from siplb.config import Config, ConfigError, load_config
 from siplb.dispatch import State
 from siplb.io.shared import SharedCallCounts
+from siplb.io.systemd import Notifier
 from siplb.io.workers import WorkerLink, WorkerSockets
 from siplb.proxy.actions import HandOver, PassiveObserved
 from siplb.proxy.admission import SourceBanned
@@ -332,10 +333,12 @@ async def serve_worker(
     member = Worker(config, worker=worker, sockets=sockets, counts=counts, config_path=config_path)
     await member.start()
     tune_gc()
+    service = Notifier.from_environment()  # the parent's relay (siplb.io.systemd.NotifyRelay)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, member.balancer.reload_file, "SIGHUP")
+    loop.add_signal_handler(signal.SIGHUP, service.reload, member.balancer.reload_file, "SIGHUP")
+    service.ready(f"worker {worker} serving")
     await stop.wait()
     await member.stop(stop)
     return 0

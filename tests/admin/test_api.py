@@ -204,7 +204,7 @@ async def test_draining_shows_drained_when_the_last_call_ends(tmp_path: Path) ->
 WEIGHTS = [
     ({"weight": 5}, 200),
     ({"weight": 1}, 200),
-    ({"weight": 0}, 400),
+    ({"weight": 0}, 200),  # no new calls in the set (dispatch.dset)
     ({"weight": -3}, 400),
     ({"weight": 2.5}, 400),
     ({"weight": True}, 400),

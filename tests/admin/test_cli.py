@@ -92,7 +92,7 @@ REFUSED = [
     (("dest", "drain", "pbx", A), "wrong", "wrong token"),
     (("dest", "drain", "nope", A), ADMIN_TOKEN, "no set 'nope'"),
     (("dest", "drain", "pbx", "sip:127.0.0.1:1"), ADMIN_TOKEN, "no destination"),
-    (("dest", "weight", "pbx", A, "0"), ADMIN_TOKEN, "0 is not in the range"),
+    (("dest", "weight", "pbx", A, "1000001"), ADMIN_TOKEN, "1000001 is not in the range"),
 ]
 
 

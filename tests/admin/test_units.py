@@ -231,12 +231,15 @@ def test_status_table() -> None:
         "7",
         "100",
         "2.50",
-        "0.41/0.90",
+        "0.410/0.900",
         "1",
         "1m05s",
     ]
     assert lines[7] == "old - (removed by reload)"
     assert lines[8].split()[2:9] == ["draining", "2", "0", "7", "-", "2.50", "-"]
+    # each destination once: 7 + 7 calls, 2.50 + 2.50 per second, 1 + 1 failures
+    assert lines[9].split() == ["=", "Total:", "2", "destinations,", "1", "up", "14", "5.00", "2"]
+    assert len(lines) == 10
     assert len({line.index("State") for line in lines[4:5]}) == 1
 
 

@@ -44,9 +44,14 @@ def uri(n: int) -> str:
 def make(
     algorithm: Algorithm, *dests: DestinationSpec, seed: int = 7, name: str = "s"
 ) -> Dispatcher:
-    return Dispatcher(
+    """A set whose destinations all answered their first probe (they start probing)."""
+    disp = Dispatcher(
         [SetSpec(name, dests, algorithm)], HealthSettings(), random.Random(seed), now=0.0
     )
+    for d in dests:
+        disp.health.probe_result(d.uri, True, 0.0)
+        assert disp.health.selectable(d.uri)
+    return disp
 
 
 def pick(disp: Dispatcher, hash_input: bytes = b"", tried: frozenset[str] = frozenset()) -> str:
@@ -335,3 +340,94 @@ def test_up_preferred_over_suspect(algorithm: Algorithm) -> None:
     assert {pick(disp, f"{i}".encode()) for i in range(200)} == {uri(2)}
     kill(disp, uri(2))
     assert {pick(disp, f"{i}".encode()) for i in range(200)} == {uri(1), uri(3)}
+
+
+# ---- destinations still probing ---------------------------------------------------------------
+
+
+def fresh(algorithm: Algorithm, *dests: DestinationSpec) -> Dispatcher:
+    """A set just configured: no probe answered yet."""
+    return Dispatcher([SetSpec("s", dests, algorithm)], HealthSettings(), random.Random(7), 0.0)
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_a_probing_destination_gets_no_call_while_another_is_up(algorithm: Algorithm) -> None:
+    disp = fresh(algorithm, dest(1), dest(2), dest(3))
+    disp.health.probe_result(uri(2), True, 0.1)
+    assert {pick(disp, f"{i}".encode()) for i in range(200)} == {uri(2)}
+    # even a suspect one is preferred to one never seen alive
+    disp.health.probe_result(uri(2), False, 0.2)
+    assert disp.health.state(uri(2)) == "suspect"
+    assert {pick(disp, f"{i}".encode()) for i in range(200)} == {uri(2)}
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_a_set_with_nothing_up_yet_uses_its_probing_destinations(algorithm: Algorithm) -> None:
+    disp = fresh(algorithm, dest(1), dest(2))
+    assert {pick(disp, f"{i}".encode()) for i in range(200)} == {uri(1), uri(2)}
+    # tried ones are left out, as always
+    assert pick(disp, b"x", tried=frozenset({uri(1)})) == uri(2)
+    assert disp.choose("s", b"x", frozenset({uri(1), uri(2)})) == NoDestination(
+        "s", NoDestinationReason.ALL_TRIED
+    )
+
+
+def test_probing_fallback_is_only_for_a_set_with_no_live_destination() -> None:
+    # priority: level 0 still probing, the backup level up -> the backup takes the calls
+    disp = fresh(Algorithm.PRIORITY, dest(1, priority=0), dest(2, priority=1))
+    disp.health.probe_result(uri(2), True, 0.1)
+    assert {pick(disp) for _ in range(20)} == {uri(2)}
+    disp.health.probe_result(uri(1), True, 0.2)
+    assert {pick(disp) for _ in range(20)} == {uri(1)}
+
+
+def test_a_failover_from_the_live_ones_tries_a_probing_one() -> None:
+    """The request failed on every live destination: an unproven one is its last chance."""
+    disp = fresh(Algorithm.ROUND_ROBIN, dest(1), dest(2))
+    disp.health.probe_result(uri(1), True, 0.1)
+    assert pick(disp, tried=frozenset({uri(1)})) == uri(2)
+    assert disp.choose("s", b"", frozenset({uri(1), uri(2)})) == NoDestination(
+        "s", NoDestinationReason.ALL_TRIED
+    )
+
+
+def test_live_ones_full_fall_back_to_probing_ones_else_stay_full() -> None:
+    disp = fresh(Algorithm.ROUND_ROBIN, dest(1, max_calls=1), dest(2))
+    disp.health.probe_result(uri(1), True, 0.1)
+    disp.accounting.setup_started("c1", uri(1), 0.2)
+    assert pick(disp) == uri(2)
+    disp.health.probe_result(uri(2), False, 0.3)
+    disp.health.probe_result(uri(2), False, 0.4)  # down now
+    assert disp.choose("s") == NoDestination("s", NoDestinationReason.ALL_FULL)
+
+
+# ---- weight 0: no new calls in the set ------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+def test_weight_0_takes_no_new_call_and_weight_1_puts_it_back(algorithm: Algorithm) -> None:
+    disp = make(algorithm, dest(1), dest(2, weight=0), dest(3))
+    assert {pick(disp, f"{i}".encode()) for i in range(300)} == {uri(1), uri(3)}
+    assert disp.health.state(uri(2)) == "up"  # its health is untouched: calls go on
+    spec = disp.sets()[0]
+    again = SetSpec("s", (dest(1), dest(2, weight=1), dest(3)), spec.algorithm)
+    disp.replace_sets([again], now=1.0)
+    assert {pick(disp, f"{i}".encode()) for i in range(300)} == {uri(1), uri(2), uri(3)}
+
+
+def test_a_set_of_weight_0_only_takes_no_call() -> None:
+    disp = make(Algorithm.WEIGHTED, dest(1, weight=0), dest(2, weight=0))
+    assert disp.choose("s") == NoDestination("s", NoDestinationReason.ALL_DOWN)
+
+
+def test_weight_0_in_one_set_leaves_the_other_set_alone() -> None:
+    disp = Dispatcher(
+        [SetSpec("a", (dest(1, weight=0), dest(2))), SetSpec("b", (dest(1), dest(2)))],
+        HealthSettings(probe_first=False),
+        random.Random(1),
+        now=0.0,
+    )
+    picked = {name: [disp.choose(name) for _ in range(10)] for name in ("a", "b")}
+    assert {d.uri for d in picked["a"] if isinstance(d, Destination)} == {uri(2)}
+    assert {d.uri for d in picked["b"] if isinstance(d, Destination)} == {uri(1), uri(2)}
+    assert all(isinstance(d, Destination) for d in picked["a"] + picked["b"])

@@ -230,7 +230,7 @@ def test_reload_brings_back_a_retiring_destination(
 INVALID_CASES = [
     ([SetSpec("pbx", (dest(1), dest(1)))], "appears twice"),
     ([rr("pbx", 1), rr("pbx", 2)], "appears twice"),
-    ([SetSpec("pbx", (dest(1, weight=0),))], "weight"),
+    ([SetSpec("pbx", (dest(1, weight=-1),))], "weight"),
 ]
 
 

@@ -33,23 +33,31 @@ INPUTS: dict[str, Step] = {
     "admin-none": lambda t, now: t.set_admin(URI, None, now, "op"),
 }
 
-# How to reach each starting point from a fresh (up) destination, at times 1, 2, ...
+# How to reach each starting point from a fresh (probing) destination, at times 1, 2, ...
 STARTS: dict[str, tuple[str, ...]] = {
-    "up": (),
-    "suspect": ("probe-fail",),
-    "down": ("probe-fail", "probe-fail"),
-    "down-1-ok": ("probe-fail", "probe-fail", "probe-ok"),
-    "draining": ("admin-draining",),
-    "disabled": ("admin-disabled",),
-    "draining-over-down": ("probe-fail", "probe-fail", "admin-draining"),
-    "disabled-over-suspect": ("probe-fail", "admin-disabled"),
+    "probing": (),
+    "probing-1-fail": ("probe-fail",),
+    "probing-drained": ("admin-draining",),
+    "up": ("probe-ok",),
+    "suspect": ("probe-ok", "probe-fail"),
+    "down": ("probe-ok", "probe-fail", "probe-fail"),
+    "down-1-ok": ("probe-ok", "probe-fail", "probe-fail", "probe-ok"),
+    "draining": ("probe-ok", "admin-draining"),
+    "disabled": ("probe-ok", "admin-disabled"),
+    "draining-over-down": ("probe-ok", "probe-fail", "probe-fail", "admin-draining"),
+    "disabled-over-suspect": ("probe-ok", "probe-fail", "admin-disabled"),
 }
 
 UP, SUS, DOWN, DRN, DIS = State.UP, State.SUSPECT, State.DOWN, State.DRAINING, State.DISABLED
+PRB = State.PROBING
 
 # start -> expected state after each input, in INPUTS order:
 #        probe-ok probe-fail passive-fail passive-ok draining disabled enabled none
 TRANSITIONS: dict[str, tuple[State, ...]] = {
+    # one answer proves a new destination; down_after failures (2 here) make it down
+    "probing": (UP, PRB, PRB, UP, DRN, DIS, PRB, PRB),
+    "probing-1-fail": (UP, DOWN, DOWN, UP, DRN, DIS, PRB, PRB),
+    "probing-drained": (DRN, DRN, DRN, DRN, DRN, DIS, PRB, PRB),
     "up": (UP, SUS, SUS, UP, DRN, DIS, UP, UP),
     "suspect": (UP, DOWN, DOWN, UP, DRN, DIS, SUS, SUS),
     "down": (DOWN, DOWN, DOWN, DOWN, DRN, DIS, DOWN, DOWN),
@@ -121,6 +129,7 @@ def test_thresholds(
 ) -> None:
     table = HealthTable(HealthSettings(down_after=down_after, up_after=up_after))
     table.add(URI, now=0.0)
+    table.probe_result(URI, True, 0.5)  # the first probe shows it alive
     states = []
     for i, name in enumerate(inputs, start=1):
         INPUTS[name](table, float(i))
@@ -132,7 +141,10 @@ def test_counters_and_snapshot() -> None:
     table = HealthTable(SETTINGS)
     table.add(URI, now=5.0)
     snap = table.snapshot(URI)
-    assert (snap.state, snap.cause, snap.since, snap.total_failures) == (UP, "config", 5.0, 0)
+    assert (snap.state, snap.cause, snap.since, snap.total_failures) == (PRB, "config", 5.0, 0)
+    assert not snap.selectable
+    table.probe_result(URI, True, 5.5)
+    assert table.snapshot(URI).selectable
     table.probe_result(URI, False, 6.0, "timeout")
     table.passive_failure(URI, 7.0, "503 Service Unavailable")
     table.probe_result(URI, False, 8.0, "timeout")
@@ -193,7 +205,8 @@ def test_drained(start: str, active: int, drained: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("initial", "oks_to_up"), [(State.UP, 0), (State.SUSPECT, 1), (State.DOWN, 2)]
+    ("initial", "oks_to_up"),
+    [(State.UP, 0), (State.SUSPECT, 1), (State.DOWN, 2), (State.PROBING, 1)],
 )
 def test_initial_state(initial: State, oks_to_up: int) -> None:
     table = HealthTable(SETTINGS)
@@ -208,6 +221,32 @@ def test_initial_state(initial: State, oks_to_up: int) -> None:
 def test_initial_must_be_a_probe_state(initial: State) -> None:
     with pytest.raises(ValueError, match="initial state"):
         DestinationHealth(URI, SETTINGS, now=0.0, initial=initial)
+
+
+def test_probe_first_off_starts_up() -> None:
+    table = HealthTable(HealthSettings(probe_first=False))
+    table.add(URI, now=0.0)
+    assert table.state(URI) is UP
+    # a set's own settings decide for its destinations
+    table.add("sip:10.0.0.2:5060", now=0.0, settings=SETTINGS)
+    assert table.state("sip:10.0.0.2:5060") is PRB
+
+
+def test_add_again_takes_new_settings_and_keeps_the_state() -> None:
+    table = table_at("up")
+    table.add(URI, now=9.0, settings=HealthSettings(down_after=1, passive=False))
+    assert table.state(URI) is UP
+    assert table.passive_failure(URI, 10.0, "503") is None  # passive is off now
+    table.probe_result(URI, False, 11.0)
+    assert table.state(URI) is DOWN  # down_after is 1 now
+
+
+def test_follow_probe_takes_probing_and_leaves_it() -> None:
+    table = table_at("up")
+    assert table.follow_probe(URI, PRB, 1.0, "owner just added it") is not None
+    assert table.state(URI) is PRB
+    table.follow_probe(URI, UP, 2.0, "owner's probe ok")
+    assert table.state(URI) is UP
 
 
 def test_add_keeps_existing_state() -> None:
@@ -248,7 +287,7 @@ OPS = st.one_of(
     down_after=st.integers(1, 4),
     up_after=st.integers(1, 4),
     passive=st.booleans(),
-    initial=st.sampled_from([State.UP, State.DOWN]),
+    initial=st.sampled_from([State.UP, State.DOWN, State.PROBING]),
     ops=st.lists(OPS, max_size=60),
 )
 def test_invariants(
@@ -292,6 +331,9 @@ def test_invariants(
         assert snap.total_failures == failures
         if snap.probe_state is State.UP:
             assert snap.consecutive_failures == 0
+        elif snap.probe_state is State.PROBING:
+            assert snap.consecutive_successes == 0
+            assert snap.consecutive_failures < down_after
         elif snap.probe_state is State.SUSPECT:
             assert 1 <= snap.consecutive_failures < down_after
         else:

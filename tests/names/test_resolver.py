@@ -161,7 +161,7 @@ def test_check_warns_about_names_that_do_not_resolve(
     )
     assert result.exit_code == 0, result.output
     assert "2 destinations" not in result.stdout
-    assert "1 destinations, 2 DNS names" in result.stdout
+    assert "1 destination, 2 DNS names" in result.stdout
     assert result.stderr.splitlines() == [
         f"warning: sets[0].destinations 'sip:nope.{D}' does not resolve: no address in the answer"
     ]
@@ -190,5 +190,5 @@ def test_the_example_dns_config_is_accepted(
     path.write_text(local)
     result = CliRunner().invoke(main, ["check", "-c", str(path)])
     assert result.exit_code == 0, result.output
-    assert "2 sets, 1 destinations, 3 DNS names" in result.stdout
+    assert "2 sets, 1 destination, 3 DNS names" in result.stdout
     assert len(result.stderr.splitlines()) == 3  # example.com names: not in this DNS server

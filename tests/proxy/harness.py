@@ -744,11 +744,14 @@ def make_lab(
     protection: ProtectionSettings | None = None,
     caps: LimitsSettings | None = None,
     max_calls: int | None = None,
+    proven: bool | None = None,
 ) -> Lab:
     """A proxy on 127.0.0.1:5060 (UDP, and TCP on the same port), a UAC and one UAS per script.
 
     Every destination is in one set, "pbx", unless ``sets`` maps set names (the first is the
-    default) to destination indexes.
+    default) to destination indexes. A new destination starts probing (no call until a probe
+    answered); ``proven`` (the default without ``probing``) starts the scene after every
+    destination answered its first probe, at time 0.
     """
     if isinstance(scripts, int):
         scripts = [None] * scripts
@@ -788,6 +791,9 @@ def make_lab(
         protection=protection,
         caps=caps,
     )
+    if proven if proven is not None else not probing:
+        for spec in specs:
+            proxy.dispatcher.health.probe_result(spec.uri, True, clock.now, "probe answered 200")
     net = Network(proxy, clock)
     uac = uac or UAC()
     net.add(uac)

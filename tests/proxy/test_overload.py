@@ -202,7 +202,7 @@ def test_503_from_a_destination_still_counts_while_behind() -> None:
 
 def test_probe_timeouts_while_behind_do_not_mark_destinations_down() -> None:
     health = HealthSettings(interval=1.0, timeout=0.5, down_after=2, up_after=2)
-    lab = make_lab([Script(options=None), Script()], health=health, probing=True)
+    lab = make_lab([Script(options=None), Script()], health=health, probing=True, proven=True)
     for step in range(1, 41):  # behind for 4 s: probe answers would be stuck in our queue
         lab.net.run(step * 0.1)
         lab.proxy.report_backlog(0.6, lab.clock.now)

@@ -17,9 +17,20 @@ from .harness import Lab, Script, make_lab
 HEALTH = HealthSettings(interval=1.0, timeout=0.5, down_after=2, up_after=2)
 
 
-def probe_lab(*options: int | None, health: HealthSettings = HEALTH, latency: float = 0.0) -> Lab:
+def probe_lab(
+    *options: int | None,
+    health: HealthSettings = HEALTH,
+    latency: float = 0.0,
+    proven: bool = False,
+) -> Lab:
+    """Destinations answering OPTIONS with ``options`` (None: silent); ``proven``: each one
+    answered a first probe before the scene starts (else they start probing)."""
     return make_lab(
-        [Script(options=o) for o in options], health=health, probing=True, latency=latency
+        [Script(options=o) for o in options],
+        health=health,
+        probing=True,
+        latency=latency,
+        proven=proven,
     )
 
 
@@ -40,9 +51,13 @@ def test_every_destination_is_probed_every_interval() -> None:
     lab.net.run(3.1)
     first, second = probe_times(lab, 0), probe_times(lab, 1)
     assert first == [0.0, 1.0, 2.0, 3.0]
-    assert second == [0.25, 1.25, 2.25]  # spread a little, so probes do not go out in a burst
+    # the first probe at once (a new destination waits for it), then spread a little, so that
+    # probes do not go out in a burst every interval
+    assert second == [0.0, 1.25, 2.25]
     assert lab.proxy.stats["probes_ok"] == 7
-    assert changes(lab, 0) == changes(lab, 1) == []
+    # each came up at its first answer, and stayed up
+    assert changes(lab, 0) == [(0.0, State.UP)]
+    assert changes(lab, 1) == [(0.0, State.UP)]
 
 
 def test_a_probe_is_an_options_from_us() -> None:
@@ -63,7 +78,7 @@ def test_a_probe_is_an_options_from_us() -> None:
 @pytest.mark.parametrize("down_after", [1, 2, 3])
 def test_a_silent_destination_goes_down_after_down_after_failures(down_after: int) -> None:
     health = HealthSettings(interval=1.0, timeout=0.5, down_after=down_after)
-    lab = probe_lab(None, 200, health=health)
+    lab = probe_lab(None, 200, health=health, proven=True)
     lab.net.run(10.0)
     deadline = health.interval * down_after + health.timeout
     down_at = (down_after - 1) * health.interval + health.timeout
@@ -113,8 +128,19 @@ def test_an_answer_after_the_probe_timeout_is_a_failure() -> None:
     assert lab.proxy.stats["probes_ok"] == 0
 
 
+@pytest.mark.parametrize("down_after", [1, 2, 3])
+def test_a_new_silent_destination_goes_from_probing_to_down(down_after: int) -> None:
+    health = HealthSettings(interval=1.0, timeout=0.5, down_after=down_after)
+    lab = probe_lab(None, 200, health=health)
+    assert lab.state(0) == State.PROBING
+    lab.net.run(10.0)
+    # never suspect (it never took a call): probing until down_after probes failed
+    assert changes(lab, 0) == [((down_after - 1) * health.interval + health.timeout, State.DOWN)]
+    assert changes(lab, 1) == [(0.0, State.UP)]
+
+
 def test_a_probe_transport_error_is_a_failure() -> None:
-    lab = probe_lab(200, 200)
+    lab = probe_lab(200, 200, proven=True)
     lab.net.unreachable.add(lab.uas[0].target)
     lab.net.run(1.1)
     assert changes(lab, 0) == [(0.0, State.SUSPECT), (1.0, State.DOWN)]

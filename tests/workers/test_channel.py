@@ -227,6 +227,7 @@ FOLLOW = [
     (State.DRAINING, State.DRAINING, "draining"),
     (State.DISABLED, State.DISABLED, "disabled"),
     (State.UP, State.UP, None),
+    (State.PROBING, State.PROBING, None),  # worker 0 has not heard a probe answer yet
 ]
 
 
@@ -235,12 +236,12 @@ def test_follow_takes_the_state_decided_elsewhere(
     sent: State, state: State, admin: str | None
 ) -> None:
     table = HealthTable(HealthSettings())
-    table.add("sip:a", 0.0)
+    table.add("sip:a", 0.0)  # a new destination: probing
     table.set_admin("sip:a", None, 0.0)
     event = table.follow("sip:a", sent, 1.0, "probe timeout")
     assert table.state("sip:a") is state
     assert table.admin("sip:a") == admin
-    assert (event is None) == (state is State.UP)
+    assert (event is None) == (state is State.PROBING)
     assert table.follow("sip:unknown", sent, 1.0, "x") is None
 
 

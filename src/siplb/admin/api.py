@@ -238,8 +238,8 @@ class AdminApi:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return error(400, 'the body must be JSON: {"weight": N}')
         weight = body.get("weight") if isinstance(body, dict) else None
-        if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
-            return error(400, f"weight must be an integer from 1 to {MAX_WEIGHT}")
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+            return error(400, f"weight must be an integer from 0 (no new calls) to {MAX_WEIGHT}")
         cause = f"admin API from {request.remote}"
         try:
             self.balancer.set_weight(set_name, uri, weight, cause)

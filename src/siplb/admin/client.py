@@ -122,7 +122,7 @@ COLUMNS = (
     ("ActiveCalls", 11, ">"),
     ("Max", 5, ">"),
     ("CPS", 7, ">"),
-    ("Latency(ms)", 13, ">"),
+    ("Latency(ms)", 15, ">"),
     ("Fails", 5, ">"),
     ("Since", 8, ">"),
 )
@@ -146,19 +146,46 @@ def format_status(status: Any, sets: Any, now: float, protection: Any = None) ->
     if protection is not None:
         lines.append(format_protection(protection))
     width = max([34, *(len(d["uri"]) + 5 for s in sets for d in s["destinations"])])
-    head = "  -> Destination".ljust(width) + _row(COLUMNS, (name for name, _, _ in COLUMNS))
+    attrs = any(d.get("attrs") for s in sets for d in s["destinations"])
+    columns = (*COLUMNS, ATTRS) if attrs else COLUMNS
+    head = "  -> Destination".ljust(width) + _row(columns, (name for name, _, _ in columns))
     lines += ["Set Algorithm", head]
     for entry in sets:
         suffix = " (removed by reload)" if entry["removed"] else ""
         lines.append(f"{entry['name']} {entry['algorithm'] or '-'}{suffix}")
         for dest in entry["destinations"]:
-            lines.append(f"  -> {dest['uri']}".ljust(width) + _row(COLUMNS, _cells(dest, now)))
+            cells = _cells(dest, now) + ([format_attrs(dest.get("attrs"))] if attrs else [])
+            lines.append(f"  -> {dest['uri']}".ljust(width) + _row(columns, cells))
+    lines.append(_totals(sets, width))
     return "\n".join(lines)
+
+
+ATTRS = ("Attrs", 0, "<")
+ATTRS_WIDTH = 40  # longer attrs are cut in the table; ``--json`` has them whole
+
+
+def format_attrs(attrs: Any) -> str:
+    """A destination's attrs as ``key=value`` pairs, cut to ``ATTRS_WIDTH``; "-" for none."""
+    if not attrs:
+        return "-"
+    text = ",".join(f"{key}={value}" for key, value in attrs.items())
+    return text if len(text) <= ATTRS_WIDTH else text[: ATTRS_WIDTH - 3] + "..."
+
+
+def _totals(sets: Any, width: int) -> str:
+    """The totals row: each destination counted once (a URI in two sets has one count of
+    calls), with how many of them take calls."""
+    unique = {d["uri"]: d for entry in sets for d in entry["destinations"]}.values()
+    up = sum(1 for d in unique if d["state"] in ("up", "suspect"))
+    cells = ["", "", "", str(sum(d["active_calls"] for d in unique)), ""]
+    cells += [f"{sum(d['cps'] for d in unique):.2f}", "", str(sum(d["failures"] for d in unique))]
+    label = f"  = Total: {len(unique)} destinations, {up} up"
+    return label.ljust(width) + _row(COLUMNS[:8], cells)
 
 
 def _cells(dest: Any, now: float) -> list[str]:
     latency = dest["latency_ms"]
-    shown = f"{latency['avg']:.2f}/{latency['p95']:.2f}" if latency else "-"
+    shown = f"{latency['avg']:.3f}/{latency['p95']:.3f}" if latency else "-"
     max_calls = dest["max_calls"]
     return [
         dest["state"],

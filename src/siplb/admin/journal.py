@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from siplb.dispatch import StateChanged
 from siplb.proxy.actions import CallsExpired, FailedOver, MessageDropped
 from siplb.proxy.admission import BanLifted, SourceBanned
+from siplb.words import plural
 
 JOURNAL_SIZE = 500
 TALLY_WINDOW = 10.0  # seconds summed into one entry per refusal reason, at least
@@ -164,7 +165,9 @@ class Recorder:
             )
         elif isinstance(event, CallsExpired):
             self.journal.add(
-                "expired", f"{event.count} calls expired from the call table", self.clock()
+                "expired",
+                f"{plural(event.count, 'call')} expired from the call table",
+                self.clock(),
             )
 
     # ---- bans: an entry each, up to BAN_LINES per window ----------------------------------------

@@ -31,6 +31,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from siplb import __version__
+from siplb.io.capture import DROPPED as CAPTURE_DROPPED
+from siplb.io.capture import SENT as CAPTURE_SENT
 from siplb.sip.scalars import METHODS as KNOWN_METHODS
 
 from .view import BalancerView, ClusterReading, Traffic, WorkerCounters
@@ -214,6 +216,8 @@ class _Collector(Collector):
             "Messages whose handling hit a bug in siplb (logged, never fatal).",
             value=stats.get("internal_errors", 0),
         )
+        if balancer.config.capture is not None or CAPTURE_SENT in stats:
+            yield from capture_metrics(stats)
 
     def _destinations(self) -> Iterator[Metric]:
         core = self.balancer.core
@@ -437,6 +441,28 @@ def cluster_metrics(reading: ClusterReading) -> Iterator[Metric]:
         "siplb_cluster_channel_unreachable",
         "Node-to-node frames not sent: the member's address was not known.",
         value=channel.unreachable,
+    )
+
+
+def capture_metrics(stats: Counter[str]) -> Iterator[Metric]:
+    """``[capture]`` (``siplb.io.capture``): HEP packets sent to the collector, and captured
+    messages dropped by reason."""
+    yield CounterMetricFamily(
+        "siplb_capture_sent",
+        "SIP messages sent to the HEP collector.",
+        value=stats.get(CAPTURE_SENT, 0),
+    )
+    dropped = Counter(
+        {
+            key[len(CAPTURE_DROPPED) :]: n
+            for key, n in stats.items()
+            if key.startswith(CAPTURE_DROPPED)
+        }
+    )
+    yield _by_label(
+        "siplb_capture_dropped",
+        "Captured SIP messages not sent to the collector, by reason.",
+        dropped,
     )
 
 

@@ -91,11 +91,12 @@ SCHEMAS: JSON = {
             "transport": {"type": "string", "enum": ["udp", "tcp", "tls"]},
             "state": {
                 "type": "string",
-                "enum": ["up", "suspect", "down", "draining", "drained", "disabled"],
-                "description": "drained: draining and its last call has ended.",
+                "enum": ["probing", "up", "suspect", "down", "draining", "drained", "disabled"],
+                "description": "drained: draining and its last call has ended. probing: new, "
+                "no probe answered yet (takes calls only when no destination of its set is up).",
             },
             "health_state": {"type": "string"},
-            "probe_state": {"type": "string", "enum": ["up", "suspect", "down"]},
+            "probe_state": {"type": "string", "enum": ["probing", "up", "suspect", "down"]},
             "admin": {"type": ["string", "null"], "enum": ["draining", "disabled", None]},
             "cause": {"type": "string", "description": "Why the state last changed."},
             "since": {"type": "number", "description": "Last change, epoch seconds."},
@@ -116,6 +117,11 @@ SCHEMAS: JSON = {
                 "type": ["string", "null"],
                 "description": "The DNS name (URI or SRV name as configured) this address was "
                 "resolved from; null for a destination configured by address.",
+            },
+            "attrs": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "The destination's attrs from the config (empty: none).",
             },
         },
     },
@@ -515,7 +521,8 @@ PATHS: JSON = {
     "/api/sets/{set}/destinations/{uri}/disable": _action("disable", "No new calls."),
     "/api/sets/{set}/destinations/{uri}/weight": {
         "put": {
-            "summary": "Change a destination's weight in one set (until the next reload)",
+            "summary": "Change a destination's weight in one set (until the next reload); "
+            "0: no new calls in this set, calls in progress go on",
             "operationId": "setWeight",
             "parameters": DEST_PARAMS,
             "requestBody": {
@@ -525,7 +532,7 @@ PATHS: JSON = {
                         "schema": {
                             "type": "object",
                             "properties": {
-                                "weight": {"type": "integer", "minimum": 1, "maximum": 1000000}
+                                "weight": {"type": "integer", "minimum": 0, "maximum": 1000000}
                             },
                             "required": ["weight"],
                         }

@@ -52,6 +52,12 @@ class ReloadOutcome:
         changes = "; ".join(parts) if parts else "no destination changes"
         return f"reloaded {self.source} (sha256 {self.digest[:12]}): {changes}"
 
+    def listed(self, most: int = 5) -> str:
+        """A refused file's first ``most`` problems on one line (the journal's event)."""
+        shown = [f"{path}: {message}" if path else message for path, message in self.problems]
+        more = len(shown) - most
+        return "; ".join(shown[:most]) + (f"; and {more} more" if more > 0 else "")
+
     def to_json(self) -> dict[str, object]:
         return {
             "ok": self.ok,

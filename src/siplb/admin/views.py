@@ -74,6 +74,7 @@ def destination_json(
         "consecutive_failures": snap.consecutive_failures,
         "removed": removed,
         "name": spec.name,
+        "attrs": dict(spec.attrs),
     }
 
 

@@ -41,6 +41,7 @@ from siplb.settings import (
 )
 
 from .announce import build_announce, build_node_health, split_health
+from .capture import build_capture
 from .cluster import build_cluster
 from .errors import ConfigError
 from .files import find_file
@@ -76,7 +77,7 @@ def build_config(raw: dict[str, Any], *, source: str, digest: str, base_dir: Pat
     builder = _Builder(base_dir)
     config = builder.build(raw, source=source, digest=digest, config_hash=config_hash(raw))
     if builder.problems.items:
-        raise ConfigError(builder.problems.items, source=source)
+        raise ConfigError(builder.problems.items, source=source, partial=config)
     return config
 
 
@@ -90,15 +91,16 @@ class _Builder:
         doc = self._document(raw)
         set_names = [table.get("name") for table in doc.sets]
         listeners = self._listeners(doc.listen)
-        sets = self._sets(doc.sets)
-        listener_names = None if "listen" in self.broken else _names(doc.listen)
         node_health, probe_health = split_health(doc.health)
+        health = self._health(probe_health)
+        sets = self._sets(doc.sets, health)
+        listener_names = None if "listen" in self.broken else _names(doc.listen)
         config = Config(
             listeners=listeners,
             sets=sets,
             routes=self._routes(doc.routes, set_names),
             default_set=self._default_set(doc.default_set, set_names),
-            health=self._health(probe_health),
+            health=health,
             proxy=self._proxy(doc.proxy),
             tcp=self._tcp(doc.tcp),
             limits=self._limits(doc.limits),
@@ -117,6 +119,7 @@ class _Builder:
             ),
             announce=build_announce(doc.announce, doc.admin, self.problems),
             dns=self._dns(doc.dns),
+            capture=build_capture(doc.capture, self.problems),
         )
         cluster = build_cluster(doc.cluster, doc.proxy, self.problems, self.base_dir)
         self._anycast(config.listeners, cluster is not None)
@@ -261,7 +264,7 @@ class _Builder:
 
     # [[sets]], [[routes]], default_set
 
-    def _sets(self, tables: list[dict[str, Any]]) -> tuple[SetSpec, ...]:
+    def _sets(self, tables: list[dict[str, Any]], health: HealthSettings) -> tuple[SetSpec, ...]:
         if not tables and "sets" not in self.broken:
             self.problems.add(("sets",), "at least one [[sets]] table is required")
         sets: list[SetSpec] = []
@@ -289,7 +292,8 @@ class _Builder:
                 named = (*named, _srv_name(model.srv))
                 if "algorithm" not in table:  # RFC 2782: priority levels, weighted shares
                     algorithm = Algorithm.PRIORITY
-            sets.append(SetSpec(model.name, destinations, algorithm, model.hash_key, named))
+            own = None if model.health is None else self._set_health(model.health, health, loc)
+            sets.append(SetSpec(model.name, destinations, algorithm, model.hash_key, named, own))
         return tuple(sets)
 
     def _destinations(
@@ -398,6 +402,25 @@ class _Builder:
         if model.dead_codes is not None:
             fields["dead_codes"] = frozenset[int]().union(*model.dead_codes)
         return HealthSettings(**fields)
+
+    def _set_health(self, table: dict[str, Any], base: HealthSettings, loc: Loc) -> HealthSettings:
+        """``[[sets]] health``: the keys it gives override ``[health]``'s for this set."""
+        model, broken = self.problems.validate_partial(HealthModel, table, (*loc, "health"))
+        if model is None:  # pragma: no cover - every key has a default
+            return base
+        given = model.model_fields_set - broken
+        fields = {key: getattr(model, key) for key in given if key != "dead_codes"}
+        if "dead_codes" in given and model.dead_codes is not None:
+            fields["dead_codes"] = frozenset[int]().union(*model.dead_codes)
+        settings = dataclasses.replace(base, **fields)
+        if settings.timeout >= settings.interval and given & {"timeout", "interval"}:
+            key = "timeout" if "timeout" in given else "interval"
+            self.problems.add(
+                (*loc, "health", key),
+                f"timeout ({settings.timeout:g}) must be less than interval "
+                f"({settings.interval:g})",
+            )
+        return settings
 
     def _proxy(self, table: dict[str, Any]) -> ProxySettings:
         model, broken = self.problems.validate_partial(ProxyModel, table, ("proxy",))

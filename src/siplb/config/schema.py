@@ -152,6 +152,7 @@ class SetModel(Model):
     hash_key: Annotated[HashKey, Strict(False)] = HashKey.CALL_ID
     destinations: list[dict[str, Any]] = []  # each one a DestinationModel, checked on its own
     srv: SrvName | None = None  # fill the set from this SRV name (build.py: this or destinations)
+    health: dict[str, Any] | None = None  # a HealthModel overriding [health] (build.py)
 
 
 class RouteModel(Model):
@@ -169,6 +170,7 @@ class HealthModel(Model):
     up_after: Count = 2
     dead_codes: list[DeadCodes] | None = None  # None: HealthSettings' default
     passive: bool = True
+    probe_first: bool = True
 
 
 class ProxyModel(Model):
@@ -333,4 +335,5 @@ class DocumentModel(Model):
     acl: list[dict[str, Any]] = []
     cluster: dict[str, Any] | None = None  # None: no [cluster] table, siplb runs alone
     announce: dict[str, Any] | None = None  # None: no [announce] table (config/announce.py)
+    capture: dict[str, Any] | None = None  # None: no [capture] table (config/capture.py)
     dns: dict[str, Any] = {}

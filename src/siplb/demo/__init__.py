@@ -3,7 +3,9 @@
 No config is needed. The balancer listens on UDP ``127.0.0.1:PORT`` (``--port``, default 5060)
 with one set, ``demo-pbx`` (round-robin), of three demo PBXs on ``PORT+10``, ``PORT+11`` and
 ``PORT+12`` (``pbx.py``: small UDP user agent servers answering OPTIONS, INVITE, ACK, BYE and
-CANCEL). The config is embedded (``settings.py``). The
+CANCEL). Its admin API and dashboard listen on ``http://127.0.0.1:ADMIN_PORT/``
+(``--admin-port``, default 8080, 0 for any free port) with a token made for the run; both are
+printed at the start and shown above the table. The config is embedded (``settings.py``). The
 demo caller (``caller.py``) places ``--cps`` calls per second through the balancer, holds each
 answered call 2 to 8 s and ends it with a BYE along the Record-Route set; one call in ten is
 cancelled while it rings. The health settings are those of a PBX farm: OPTIONS every 1 s, 0.5 s
@@ -14,7 +16,8 @@ in progress are lost), and 24 s in it answers again, as if restarted (knowing no
 table (redrawn every second on a terminal, printed every 2 s otherwise; ``--no-table`` prints
 events only) shows each destination's state and cause as the balancer sees them, its weight,
 its live calls by the balancer's count and by the PBX's own count (ringing or answered), the
-probe latency, the caller's totals, what is happening now and the latest events (the balancer's
+probe latency, the caller's totals (a call is "in call" until its BYE leaves, "hanging up" until
+the BYE is answered, so the balancer's counts add up to "in call" plus "setting up"), what is happening now and the latest events (the balancer's
 state changes and failovers, the script's steps).
 
 Modules: ``wire`` (UDP socket, identifiers, SDP), ``pbx``, ``call`` (one call's state and its
@@ -53,6 +56,7 @@ async def run_demo(
     up_at: float = 24.0,
     cycle: float = 30.0,
     hold: tuple[float, float] = (2.0, 8.0),
+    admin_port: int | None = 8080,
 ) -> int:
     """Run the demo until Ctrl-C, SIGTERM or ``duration`` seconds; return the exit code."""
     settings = DemoSettings(
@@ -64,6 +68,7 @@ async def run_demo(
         up_at=up_at,
         cycle=cycle,
         hold=hold,
+        admin_port=admin_port,
     )
     result = await Demo(settings).run()
     return result.exit_code

@@ -52,6 +52,7 @@ class Call:
         self.cancel_on_ring = False
         self.pbx: str | None = None
         self.answered = False
+        self.bye_sent = False  # hanging up: the balancer ended the call when the BYE passed
         self.ack: bytes | None = None  # resent when the final response to INVITE comes again
         self.to_value = b""
         self.routes: list[bytes] = []

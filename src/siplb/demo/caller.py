@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Final
 
@@ -63,6 +63,9 @@ class DemoCaller:
         self.on_record = on_record
         self.placed = 0
         self.answered = 0
+        # calls given up while stopping, cancelled but with no final response, by demo PBX:
+        # the balancer still waits for that response (64*T1 after its CANCEL, RFC 3261 9.1)
+        self.given_up: Counter[str] = Counter()
         self._rng = rng or random.Random()
         self._socket: SipSocket | None = None
         self._calls: dict[bytes, Call] = {}
@@ -73,7 +76,13 @@ class DemoCaller:
     # ---- live counts ---------------------------------------------------------------------
     @property
     def in_call(self) -> int:
-        return sum(1 for call in self._calls.values() if call.answered)
+        """Answered calls not yet hung up: the balancer counts them too."""
+        return sum(1 for call in self._calls.values() if call.answered and not call.bye_sent)
+
+    @property
+    def hanging_up(self) -> int:
+        """Calls whose BYE waits for its answer: the balancer no longer counts them."""
+        return sum(1 for call in self._calls.values() if call.bye_sent)
 
     @property
     def setting_up(self) -> int:
@@ -179,6 +188,8 @@ class DemoCaller:
                 self._send(data, self.target)
             if client.failure is not None:
                 call.end(Outcome.SETUP_FAILED, client.failure)
+                if call.hangup and client.cancel is not None:
+                    self.given_up[call.pbx or "?"] += 1
                 return False
             response = await _next(call, client.wake_at())
             final = None if response is None else client.on_response(response, loop.time())
@@ -218,6 +229,7 @@ class DemoCaller:
         branch = branch_of(bye)
         hop = call.next_hop(self.target)
         self._send(data, hop)
+        call.bye_sent = True
         now = loop.time()
         retransmit_at, interval, give_up_at = now + T1, T1, now + TIMER_B
         while True:

@@ -1,8 +1,16 @@
 """``siplb demo``: the balancer, three demo PBXs and the caller on loopback, with a script.
 
-The runner starts everything, plays the script (one PBX stops answering, then answers again),
-takes a ``Frame`` of what the balancer and the PBXs say at every tick, prints it, and on Ctrl-C,
-SIGTERM or the end of ``--duration`` hangs up, stops the balancer and judges the run.
+The runner starts everything (the balancer with its admin API and dashboard, guarded by a
+token made for the run), plays the script (one PBX stops answering, then answers again), takes a
+``Frame`` of what the balancer and the PBXs say at every tick, prints it, and on Ctrl-C, SIGTERM
+or the end of ``--duration`` hangs up, stops the balancer and judges the run.
+
+The table's counts and the caller's totals describe one moment and the same calls: a call is
+"in call" until its BYE leaves (the balancer ends it when the BYE passes), then "hanging up"
+until the BYE is answered. The last frame is taken once the caller is done and before the
+balancer stops, so each PBX's count at the balancer is the calls the caller gave up on at exit
+whose INVITE the balancer still holds (cancelled on a PBX that stopped answering; it waits
+64*T1 for their final response, RFC 3261 9.1); every other count is then 0.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import signal
 import sys
 from collections import Counter, deque
@@ -20,6 +29,7 @@ from typing import Final, TextIO
 
 from siplb.app import Balancer, DestinationView
 from siplb.config import ConfigError, parse_config
+from siplb.words import plural
 
 from .call import CallRecord, Outcome
 from .caller import DemoCaller
@@ -42,6 +52,7 @@ class DemoResult:
     unexplained: tuple[CallRecord, ...]  # failures no outage of the script explains
     states: tuple[tuple[float, str, str], ...]  # (elapsed, pbx name, new state) as observed
     totals: Totals
+    last: Frame | None = None  # the last table: the caller done, the balancer not yet stopped
 
 
 class _EventLog(logging.Handler):
@@ -76,6 +87,9 @@ class Demo:
         self.names = {pbx.uri: pbx.name for pbx in self.pbxs}
         self.balancer: Balancer | None = None
         self.caller: DemoCaller | None = None
+        self.token = secrets.token_urlsafe(12)  # the admin API's, for this run only
+        self.dashboard = ""  # "URL (admin token ...)" once the admin API listens
+        self.last: Frame | None = None  # the caller done, the balancer not yet stopped
         self.stop = asyncio.Event()
         self.interrupted = False
         self.live = True  # events are printed as they come only while the demo runs
@@ -107,7 +121,10 @@ class Demo:
             self._print(
                 f"siplb demo: cannot start {exc.strerror if isinstance(exc, OSError) else exc}"
             )
-            self._print("siplb demo: try another --port (it uses PORT and PORT+10 to PORT+12)")
+            self._print(
+                "siplb demo: try another --port (it uses PORT and PORT+10 to PORT+12) "
+                "or --admin-port"
+            )
             await self._shutdown()
             return self._result(1)
         self._watch_signals(True)  # on until the end: a second Ctrl-C does not cut the hang-up
@@ -128,13 +145,16 @@ class Demo:
         return self._finish()
 
     async def _start(self) -> None:
-        config = parse_config(self.settings.config_toml(), "<siplb demo>")
+        config = parse_config(self.settings.config_toml(self.token), "<siplb demo>")
         for pbx in self.pbxs:
             with _naming(f"{pbx.name} on udp {HOST}:{pbx.port}"):
                 await pbx.start()
-        self.balancer = Balancer(config)
+        self.balancer = Balancer(config, admin=True)
         with _naming(f"the balancer on udp {HOST}:{self.settings.port}"):
             await self.balancer.start()
+        if self.balancer.admin is not None:
+            self.dashboard = f"{self.balancer.admin.url}/  (admin token {self.token})"
+            self._print(f"siplb demo: dashboard and admin API on {self.dashboard}")
         settings = self.settings
         self.caller = DemoCaller(
             (HOST, settings.port),
@@ -173,6 +193,8 @@ class Demo:
             await self.caller.stop(HANGUP_GRACE)
         if self.balancer is not None and self.balancer.proxy is not None:
             self._observe(self.loop.time() - self.t0)
+            if self.caller is not None:
+                self.last = self.frame()
             await self.balancer.stop(BALANCER_GRACE)
         for pbx in self.pbxs:
             pbx.close()
@@ -254,10 +276,11 @@ class Demo:
             self._totals(),
             self.narrative(),
             list(self.events),
+            self.dashboard,
         )
 
-    def _draw(self) -> None:
-        text = render(self.frame(), colour=self.tty)
+    def _draw(self, frame: Frame | None = None) -> None:
+        text = render(frame or self.frame(), colour=self.tty)
         if self.tty:
             self.out.write(CLEAR + text)
             self.out.flush()
@@ -296,6 +319,8 @@ class Demo:
             answered=caller.answered if caller else 0,
             in_call=caller.in_call if caller else 0,
             setting_up=caller.setting_up if caller else 0,
+            hanging_up=caller.hanging_up if caller else 0,
+            given_up=sum(caller.given_up.values()) if caller else 0,
             completed=judged["completed"],
             cancelled=judged["cancelled"],
             lost=judged["lost"],
@@ -309,15 +334,16 @@ class Demo:
         records = tuple(self._caller().records)
         unexplained = tuple(self.unexplained)
         code = 0 if self.interrupted or not unexplained else 1
+        last = self.last or self.frame()
         if self.settings.table:
-            self._draw()
-        totals = self._totals()
-        elapsed = self.loop.time() - self.t0
-        self._print(f"summary after {elapsed:.1f} s")
-        for line in totals_lines(totals):
+            self._draw(last)
+        self._print(f"summary after {last.elapsed:.1f} s")
+        for line in totals_lines(last.totals):
             self._print(line)
+        self._print(_held(last))
         victim = self.pbxs[VICTIM]
-        self._print(f"  script   {victim.name} stopped answering {len(victim.outages)} time(s)")
+        times = plural(len(victim.outages), "time")
+        self._print(f"  script   {victim.name} stopped answering {times}")
         self._print(f"  states   {victim.name} {_went(self.states, victim.name)}")
         for detail, count in sorted(self.lost.items()):
             self._print(f"  lost     {count} x {detail}")
@@ -332,7 +358,8 @@ class Demo:
         elif code == 0:
             self._print("result: ok (no call failed but those lost with a PBX the script stopped)")
         else:
-            self._print(f"result: {len(unexplained)} call(s) failed, not explained by the script")
+            failed = plural(len(unexplained), "call")
+            self._print(f"result: {failed} failed, not explained by the script")
         return self._result(code, records, unexplained)
 
     def _result(
@@ -342,7 +369,13 @@ class Demo:
         unexplained: tuple[CallRecord, ...] = (),
     ) -> DemoResult:
         return DemoResult(
-            code, self.interrupted, records, unexplained, tuple(self.states), self._totals()
+            code,
+            self.interrupted,
+            records,
+            unexplained,
+            tuple(self.states),
+            self.last.totals if self.last else self._totals(),
+            self.last,
         )
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -367,6 +400,19 @@ class Demo:
                     self.loop.add_signal_handler(signum, self._on_signal)
                 else:
                     self.loop.remove_signal_handler(signum)
+
+
+def _held(frame: Frame) -> str:
+    """The calls the balancer still held when it stopped, per PBX (see the module's text)."""
+    held = [f"{row.name} {row.active_calls}" for row in frame.rows if row.active_calls]
+    count = sum(row.active_calls for row in frame.rows)
+    if not count:
+        return "  balancer held no call when it stopped"
+    return (
+        f"  balancer held {plural(count, 'call')} when it stopped ({', '.join(held)}): "
+        f"given up {frame.totals.given_up}, cancelled with no final response, which it awaits "
+        "64*T1 (RFC 3261 9.1)"
+    )
 
 
 def _went(states: list[tuple[float, str, str]], name: str) -> str:

@@ -44,7 +44,7 @@ class Row:
 class Totals:
     placed: int
     answered: int
-    in_call: int
+    in_call: int  # answered, no BYE sent yet
     setting_up: int
     completed: int
     cancelled: int
@@ -53,6 +53,8 @@ class Totals:
     failovers: int
     probes_ok: int
     probes_failed: int
+    hanging_up: int = 0  # BYE sent, its answer awaited (the balancer no longer counts them)
+    given_up: int = 0  # given up when stopping, their INVITE still open at the balancer
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ class Frame:
     totals: Totals
     now: str  # what is happening, in a sentence
     events: Sequence[str]
+    dashboard: str = ""  # "URL (token ...)" of the admin API and dashboard, when it runs
 
 
 def render(frame: Frame, *, colour: bool) -> str:
@@ -77,6 +80,7 @@ def render(frame: Frame, *, colour: bool) -> str:
             f"({frame.algorithm})   {frame.elapsed:6.1f} s   Ctrl-C stops",
             _BOLD,
         ),
+        *([f"dashboard    {frame.dashboard}"] if frame.dashboard else []),
         "",
         paint(
             f"  {'pbx':<5} {'destination':<20} {'state':<8} {'cause':<22} {'weight':>6} "
@@ -105,7 +109,7 @@ def render(frame: Frame, *, colour: bool) -> str:
 def totals_lines(t: Totals) -> list[str]:
     return [
         f"  calls    placed {t.placed}  answered {t.answered}  in call {t.in_call}  "
-        f"setting up {t.setting_up}",
+        f"setting up {t.setting_up}  hanging up {t.hanging_up}",
         f"           completed {t.completed}  cancelled {t.cancelled}  "
         f"lost with a stopped pbx {t.lost}  failed {t.failed}",
         f"  balancer failovers {t.failovers}  probes answered {t.probes_ok}  "

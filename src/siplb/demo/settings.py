@@ -33,6 +33,12 @@ failover_timeout = 1.0
 grace_period = 1.0
 """
 
+ADMIN_CONFIG: Final = """
+[admin]
+listen = "{host}:{port}"
+token = "{token}"
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class DemoSettings:
@@ -46,6 +52,7 @@ class DemoSettings:
     hold: tuple[float, float] = (2.0, 8.0)
     algorithm: str = "round-robin"
     seed: int | None = None
+    admin_port: int | None = 8080  # the admin API and dashboard (0: any free port; None: none)
 
     def problems(self) -> list[str]:
         out = []
@@ -59,17 +66,24 @@ class DemoSettings:
             out.append("the script needs 0 <= down_at < up_at <= cycle")
         if not 0 <= self.hold[0] <= self.hold[1]:
             out.append("hold must be (shortest, longest) in seconds")
+        if self.admin_port is not None and not 0 <= self.admin_port <= 65535:
+            out.append("--admin-port must be from 0 to 65535")
         return out
 
-    def config_toml(self) -> str:
-        destinations = ",\n".join(
-            f'  {{ uri = "sip:{HOST}:{self.port + PBX_PORT_OFFSET + i}" }}'
+    def config_toml(self, token: str) -> str:
+        """The balancer's config; ``token`` guards its admin API (when there is one)."""
+        destinations = ",\n".join(  # attrs: the dashboard and `siplb status` name each PBX
+            f'  {{ uri = "sip:{HOST}:{self.port + PBX_PORT_OFFSET + i}", '
+            f'attrs = {{ pbx = "pbx{i + 1}" }} }}'
             for i in range(PBX_COUNT)
         )
-        return DEMO_CONFIG.format(
+        config = DEMO_CONFIG.format(
             host=HOST,
             port=self.port,
             set_name=SET_NAME,
             algorithm=self.algorithm,
             destinations=destinations,
         )
+        if self.admin_port is not None:
+            config += ADMIN_CONFIG.format(host=HOST, port=self.admin_port, token=token)
+        return config

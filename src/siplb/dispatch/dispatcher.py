@@ -5,8 +5,9 @@ failed URIs in ``tried``, on failover); the shell feeds health inputs to ``healt
 events to ``accounting``. A destination's health and calls are keyed by its URI and shared by
 every set that lists it.
 
-Reload (``replace_sets``) keeps the health and calls of URIs that stay; new URIs start in the
-initial state; a removed URI with live calls is set draining and kept until its last call ends
+Reload (``replace_sets``) keeps the health and calls of URIs that stay (they take their set's
+health settings, ``SetSpec.health``, else ``[health]``'s); new URIs start in the initial state
+(``probing`` unless ``probe_first`` is off, or the state given); a removed URI with live calls is set draining and kept until its last call ends
 (``sweep``), one without calls is dropped at once.
 """
 
@@ -46,7 +47,7 @@ class Dispatcher:
         rng: random.Random,
         now: float,
         *,
-        initial: State = State.UP,
+        initial: State | None = None,
     ) -> None:
         self._rng = rng
         self._initial = initial
@@ -108,6 +109,10 @@ class Dispatcher:
             return NoDestination(set_name, NoDestinationReason.UNKNOWN_SET)
         return dset.choose(self._health, hash_input, tried)
 
+    def health_settings(self, uri: str) -> HealthSettings:
+        """How ``uri`` is probed: its set's ``health``, else ``[health]``."""
+        return self._health.settings_of(uri)
+
     def probe_targets(self) -> tuple[DestinationSpec, ...]:
         """Every configured destination once (the first spec seen for a URI)."""
         specs: dict[str, DestinationSpec] = {}
@@ -133,10 +138,13 @@ class Dispatcher:
             s.name: DestinationSet(s, rng=self._rng, active=self._active, full=self._full)
             for s in sets
         }
-        wanted = dict.fromkeys(d.uri for s in sets for d in s.destinations)
+        wanted: dict[str, HealthSettings] = {}
+        for spec in sets:
+            for dest in spec.destinations:
+                wanted.setdefault(dest.uri, spec.health or self._health.settings)
         events: list[StateChanged] = []
-        for uri in wanted:
-            self._admit(uri, now, events)
+        for uri, settings in wanted.items():
+            self._admit(uri, now, events, settings)
         for uri in [u for u in self._health if u not in wanted and u not in self._retiring]:
             self._retire(uri, now, events)
         self._sets = new_sets
@@ -151,12 +159,13 @@ class Dispatcher:
             self._health.remove(uri)
         return tuple(done)
 
-    def _admit(self, uri: str, now: float, events: list[StateChanged]) -> None:
+    def _admit(
+        self, uri: str, now: float, events: list[StateChanged], settings: HealthSettings
+    ) -> None:
+        self._health.add(uri, now, self._initial, settings)
         if uri in self._retiring:
             admin = self._retiring.pop(uri)
             _record(events, self._health.set_admin(uri, admin, now, RESTORED_CAUSE))
-        else:
-            self._health.add(uri, now, self._initial)
 
     def _retire(self, uri: str, now: float, events: list[StateChanged]) -> None:
         if self._accounting.active(uri) == 0:

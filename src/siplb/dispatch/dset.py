@@ -4,6 +4,16 @@ Eligible for a new call: state ``up`` or ``suspect``, not already tried by this 
 under ``max_calls``. Inside a level, ``up`` destinations are preferred and ``suspect`` ones are
 used only when no ``up`` one is eligible. Only the priority algorithm has more than one level:
 the next level is used only when the whole level before it is ineligible.
+
+A destination of weight 0 takes no new call in this set (the LVS way to quiesce one: an
+operator's ``siplb dest weight SET URI 0``); its calls in progress go on, as in-dialog requests
+never ask the set; any weight above 0 makes it eligible again.
+
+A destination still ``probing`` (new, no probe answered yet) is used only when no ``up`` or
+``suspect`` destination of the whole set can take the call (there is none, they are full, or
+this request already failed on each of them): at start every destination is probing for the
+few milliseconds its first probe takes, and a call then goes to one of them rather than getting
+a 503; a set whose live destinations can take the call never risks a new, unproven one.
 """
 
 from __future__ import annotations
@@ -63,9 +73,14 @@ class DestinationSet:
         uris = [d.uri for d in spec.destinations]
         if len(set(uris)) != len(uris):
             raise ValueError(f"set {spec.name!r}: a destination URI appears twice")
+        for d in spec.destinations:
+            if d.weight < 0:
+                raise ValueError(f"{d.uri}: weight must be at least 0, not {d.weight}")
         self.spec = spec
         self.destinations = tuple(Destination(d, spec.name) for d in spec.destinations)
-        members = [Member(i, d.uri, d.weight) for i, d in enumerate(spec.destinations)]
+        members = [
+            Member(i, d.uri, d.weight) for i, d in enumerate(spec.destinations) if d.weight > 0
+        ]
         self._levels = _levels(spec, members)
         self._max_calls = [d.max_calls for d in spec.destinations]
         self._selector: Selector = make_selector(spec.algorithm, rng=rng, active=active)
@@ -75,13 +90,30 @@ class DestinationSet:
     def choose(
         self, health: HealthTable, hash_input: bytes, tried: frozenset[str]
     ) -> Destination | NoDestination:
+        found = self._choose(health, hash_input, tried, LIVE)
+        if isinstance(found, Destination):
+            return found
+        unproven = self._choose(health, hash_input, tried, UNPROVEN)
+        if isinstance(unproven, Destination) or found.reason is NoDestinationReason.ALL_DOWN:
+            return unproven  # (none live at all: why the probing ones could not take it)
+        return found
+
+    def _choose(
+        self,
+        health: HealthTable,
+        hash_input: bytes,
+        tried: frozenset[str],
+        states: tuple[State, State | None],
+    ) -> Destination | NoDestination:
+        """The pick among destinations in ``states`` (preferred, fallback), level by level."""
+        preferred, fallback = states
         full = tried_seen = False
         for level in self._levels:
-            up: list[Member] = []
-            suspect: list[Member] = []
+            first: list[Member] = []
+            second: list[Member] = []
             for member in level:
                 state = health.state(member.uri)
-                if state is not State.UP and state is not State.SUSPECT:
+                if state is not preferred and state is not fallback:
                     continue
                 if member.uri in tried:
                     tried_seen = True
@@ -90,8 +122,8 @@ class DestinationSet:
                 if max_calls is not None and self._full(member.uri, max_calls):
                     full = True
                     continue
-                (up if state is State.UP else suspect).append(member)
-            pool = up or suspect
+                (first if state is preferred else second).append(member)
+            pool = first or second
             if pool:
                 return self.destinations[self._selector.pick(pool, hash_input).index]
         if full:
@@ -99,6 +131,11 @@ class DestinationSet:
         if tried_seen:
             return self._no[NoDestinationReason.ALL_TRIED]
         return self._no[NoDestinationReason.ALL_DOWN]
+
+
+# (preferred, used when no preferred one is eligible in a level)
+LIVE: tuple[State, State | None] = (State.UP, State.SUSPECT)
+UNPROVEN: tuple[State, State | None] = (State.PROBING, None)
 
 
 def _levels(spec: SetSpec, members: list[Member]) -> tuple[tuple[Member, ...], ...]:

@@ -2,9 +2,14 @@
 
 Rules, in one place:
 
-- Every destination has a *probe state* (``UP``, ``SUSPECT`` or ``DOWN``), moved by OPTIONS probe
-  results and, when ``HealthSettings.passive`` is true, by what live traffic shows (a timeout, a
-  transport error, a 503). It starts at the configured initial state (``UP`` unless told).
+- Every destination has a *probe state* (``PROBING``, ``UP``, ``SUSPECT`` or ``DOWN``), moved by
+  OPTIONS probe results and, when ``HealthSettings.passive`` is true, by what live traffic shows
+  (a timeout, a transport error, a 503). A new destination (at start or added by a reload) starts
+  ``PROBING`` when ``HealthSettings.probe_first`` is true (the default), else ``UP``: like
+  Kamailio's dispatcher probing mode, it takes calls once a probe showed it alive, so a dead one
+  added by a reload never costs a caller a failover timeout.
+- A success while ``PROBING`` makes it ``UP`` at once (one answer is enough: it was never seen
+  failing); ``down_after`` consecutive failures make it ``DOWN``, fewer leave it ``PROBING``.
 - A failure while ``UP`` makes it ``SUSPECT`` (still selectable); ``down_after`` consecutive
   failures make it ``DOWN``. A success while ``SUSPECT`` makes it ``UP`` again; while ``DOWN`` it
   takes ``up_after`` consecutive successes. A success resets the failure run and a failure resets
@@ -14,7 +19,9 @@ Rules, in one place:
 - The *effective state* is the admin state when one is set, else the probe state: admin over
   probe over config. Probe results keep updating the probe state under an admin override, so
   clearing the override lands on what the probes say now.
-- Only ``UP`` and ``SUSPECT`` destinations take new calls.
+- Only ``UP`` and ``SUSPECT`` destinations take new calls; a call none of them can take goes to
+  a ``PROBING`` one (``siplb.dispatch.dset``), so a balancer that just started does not answer
+  503 in the milliseconds before the first probes come back.
 - Every change of effective state is returned as a ``StateChanged`` event for the shell to log;
   inputs that change nothing return ``None``. Inputs about unknown destinations are ignored
   (a probe may answer after a reload removed its target).
@@ -30,6 +37,7 @@ from siplb.dispatch.spec import HealthSettings
 
 
 class State(StrEnum):
+    PROBING = "probing"
     UP = "up"
     SUSPECT = "suspect"
     DOWN = "down"
@@ -46,7 +54,14 @@ class AdminState(StrEnum):
 
 
 SELECTABLE = frozenset({State.UP, State.SUSPECT})
-PROBE_STATES = frozenset({State.UP, State.SUSPECT, State.DOWN})
+PROBE_STATES = frozenset({State.PROBING, State.UP, State.SUSPECT, State.DOWN})
+
+
+def first_state(settings: HealthSettings) -> State:
+    """The probe state a new destination starts in."""
+    return State.PROBING if settings.probe_first else State.UP
+
+
 _ADMIN_TO_STATE = {AdminState.DRAINING: State.DRAINING, AdminState.DISABLED: State.DISABLED}
 
 
@@ -93,6 +108,7 @@ class DestinationHealth:
         "consecutive_failures",
         "consecutive_successes",
         "probe_state",
+        "settings",
         "since",
         "state",
         "total_failures",
@@ -100,13 +116,16 @@ class DestinationHealth:
     )
 
     def __init__(
-        self, uri: str, settings: HealthSettings, *, now: float, initial: State = State.UP
+        self, uri: str, settings: HealthSettings, *, now: float, initial: State | None = None
     ) -> None:
+        if initial is None:
+            initial = first_state(settings)
         if initial not in PROBE_STATES:
-            raise ValueError(f"initial state must be up, suspect or down, not {initial}")
+            raise ValueError(f"initial state must be probing, up, suspect or down, not {initial}")
         self.uri = uri
-        self._down_after = max(1, settings.down_after)
-        self._up_after = max(1, settings.up_after)
+        self.settings = settings
+        self._down_after = self._up_after = 1
+        self.configure(settings)
         self.probe_state = initial
         self.admin: AdminState | None = None
         self.state = initial
@@ -116,6 +135,12 @@ class DestinationHealth:
         self.consecutive_successes = 0
         self.total_failures = 0
 
+    def configure(self, settings: HealthSettings) -> None:
+        """New thresholds (a reload changed its set's ``health``); the state stays."""
+        self.settings = settings
+        self._down_after = max(1, settings.down_after)
+        self._up_after = max(1, settings.up_after)
+
     def failure(self, now: float, cause: str) -> StateChanged | None:
         self.consecutive_failures += 1
         self.consecutive_successes = 0
@@ -124,6 +149,8 @@ class DestinationHealth:
             return None
         if self.consecutive_failures >= self._down_after:
             return self._set_probe(State.DOWN, now, cause)
+        if self.probe_state is State.PROBING:  # never seen alive: not worth a call yet
+            return None
         return self._set_probe(State.SUSPECT, now, cause)
 
     def success(self, now: float, cause: str) -> StateChanged | None:
@@ -150,7 +177,7 @@ class DestinationHealth:
         """Take the probe state decided by the member that owns this destination's health;
         an operator's admin state (shared separately) stays over it."""
         if state not in PROBE_STATES:
-            raise ValueError(f"a probe state is up, suspect or down, not {state}")
+            raise ValueError(f"a probe state is probing, up, suspect or down, not {state}")
         self.consecutive_failures = self.consecutive_successes = 0
         return self._set_probe(state, now, cause)
 
@@ -190,10 +217,27 @@ class HealthTable:
         self.settings = settings
         self._machines: dict[str, DestinationHealth] = {}
 
-    def add(self, uri: str, now: float, initial: State = State.UP) -> None:
-        """Start tracking ``uri``; a URI already tracked keeps its state."""
-        if uri not in self._machines:
-            self._machines[uri] = DestinationHealth(uri, self.settings, now=now, initial=initial)
+    def add(
+        self,
+        uri: str,
+        now: float,
+        initial: State | None = None,
+        settings: HealthSettings | None = None,
+    ) -> None:
+        """Start tracking ``uri`` (in ``initial``, else as ``probe_first`` says) with
+        ``settings`` (its set's ``health``, else the table's); a URI already tracked keeps its
+        state and takes the settings."""
+        settings = settings or self.settings
+        machine = self._machines.get(uri)
+        if machine is None:
+            self._machines[uri] = DestinationHealth(uri, settings, now=now, initial=initial)
+        else:
+            machine.configure(settings)
+
+    def settings_of(self, uri: str) -> HealthSettings:
+        """The health settings ``uri`` is checked with (the table's for an unknown URI)."""
+        machine = self._machines.get(uri)
+        return self.settings if machine is None else machine.settings
 
     def remove(self, uri: str) -> None:
         self._machines.pop(uri, None)
@@ -229,14 +273,14 @@ class HealthTable:
     def passive_failure(self, uri: str, now: float, cause: str) -> StateChanged | None:
         """A timeout, transport error or 503 seen on live traffic."""
         machine = self._machines.get(uri)
-        if machine is None or not self.settings.passive:
+        if machine is None or not machine.settings.passive:
             return None
         return machine.failure(now, cause)
 
     def passive_success(self, uri: str, now: float, cause: str = "") -> StateChanged | None:
         """A response seen on live traffic that shows the destination alive."""
         machine = self._machines.get(uri)
-        if machine is None or not self.settings.passive:
+        if machine is None or not machine.settings.passive:
             return None
         return machine.success(now, cause or "traffic ok")
 

@@ -93,6 +93,9 @@ class SetSpec:
     algorithm: Algorithm = Algorithm.ROUND_ROBIN
     hash_key: HashKey = HashKey.CALL_ID
     names: tuple[NameSpec, ...] = ()  # DNS names: their addresses join ``destinations``
+    # ``[[sets]] health``: this set's probes and thresholds (None: ``[health]``'s). A URI that
+    # two sets list is checked with the settings of the first set that lists it.
+    health: HealthSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +110,5 @@ class HealthSettings:
     dead_codes: frozenset[int] = frozenset({408, *range(500, 600)})
     # Passive detection: failures seen on live traffic count like failed probes.
     passive: bool = True
+    # A new destination takes calls only after a probe showed it alive (``State.PROBING``).
+    probe_first: bool = True

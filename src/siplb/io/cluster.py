@@ -73,6 +73,7 @@ from siplb.dispatch.accounting import DialogChanges
 from siplb.io.cluster_store import ClusterStore, Lease, Members
 from siplb.io.redis_link import RedisLink, Step
 from siplb.io.udp import UdpEndpoint, bind_udp, holds_address
+from siplb.logs import log_fields
 from siplb.proxy.actions import Target
 from siplb.proxy.keepalive import BindingChanges, Shared, flow_key, parse_flow
 from siplb.settings import ClusterSettings
@@ -251,7 +252,16 @@ class ClusterLink:
         holds = all(holds_address(host) for host in self.shared_hosts)
         if holds != self.holds:
             self.holds = holds
-            log.info("cluster: %s the shared address", "holding" if holds else "not holding")
+            verb = "holding" if holds else "not holding"
+            log_fields(
+                log,
+                logging.INFO,
+                "cluster: %s the shared address",
+                verb,
+                always=True,
+                event="cluster",
+                holds=holds,
+            )
         calls = self.host.cluster_calls()
         caps = self.host.cluster_caps()
         self.leases.set_caps(caps)
@@ -363,7 +373,7 @@ class ClusterLink:
                     events.append(self.membership.left(member, now))
         for event in events:
             if event is not None:
-                log.info("cluster: %s", _describe(event))
+                log_fields(log, logging.INFO, "cluster: %s", _describe(event), **_fields(event))
             if isinstance(event, MemberJoined):
                 self._greet.add(event.member)
             if isinstance(event, MemberLeft) and event.cause is LeaveCause.SILENT:
@@ -382,7 +392,15 @@ class ClusterLink:
         if self.membership.version != before or drained != self._drained:
             if drained != self._drained:
                 names = ", ".join(sorted(m.tag for m in drained)) or "none"
-                log.info("cluster: members taking no new calls: %s", names)
+                log_fields(
+                    log,
+                    logging.INFO,
+                    "cluster: members taking no new calls: %s",
+                    names,
+                    always=True,
+                    event="cluster",
+                    drained=sorted(m.tag for m in drained),
+                )
             self._drained = frozenset(drained)
             ownership = Ownership(self.me, self.membership.live, tuple(self._drained))
             self.view.members_changed(ownership)
@@ -771,6 +789,18 @@ def _on_loop_clock(shared: Shared, now: float, wall: float) -> Shared:
     return Shared(
         shared.flow, shared.listener, shared.aor, shared.contact, now + shared.expires_at - wall
     )
+
+
+def _fields(event: MemberJoined | MemberLeft) -> dict[str, object]:
+    """A membership change's log fields: ``member``, ``new`` (joined or gone), ``cause``."""
+    cause = getattr(event, "cause", None)
+    return {
+        "always": True,
+        "event": "cluster",
+        "member": event.member.tag,
+        "new": "joined" if cause is None else "gone",
+        "cause": None if cause is None else cause.value,
+    }
 
 
 def _describe(event: object) -> str:

@@ -29,16 +29,18 @@ import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from siplb.cluster.setups import CallNote
-from siplb.logs import RefusalLog
+from siplb.logs import TRACE, RefusalLog, trace_message
 from siplb.proxy.actions import HandOver, Send, Target
 from siplb.proxy.core import Proxy
 from siplb.settings import TcpSettings
 from siplb.sip import Limits, ParseError, Request, Response
 
+from .capture import NOWHERE, Capture
 from .tcp import ConnectionPool
 from .udp import (
     Receiver,
@@ -61,6 +63,15 @@ _MEMINFO = struct.Struct("=II")  # SK_MEMINFO_RMEM_ALLOC, SK_MEMINFO_RCVBUF come
 
 class Driver:
     """Runs one ``Proxy`` on the event loop: its UDP transports, its stream pool, its timer."""
+
+    @staticmethod
+    def now() -> float:
+        """The core's ``now``: the monotonic clock at sub-microsecond resolution. uvloop's
+        ``loop.time()`` is libuv's millisecond clock, cached once per loop turn, which made
+        every measured probe round trip a whole number of milliseconds. Both read the system's
+        monotonic clock and libuv's lags it, so a deadline the core computes from ``now`` never
+        fires early through ``loop.call_at``."""
+        return time.monotonic()
 
     def __init__(
         self,
@@ -97,6 +108,8 @@ class Driver:
         # wildcard the ancillary data that makes a datagram leave from the listener's address
         self._udp_socket: dict[int, socket.socket] = {}
         self._udp_source: dict[int, list[tuple[int, int, bytes]]] = {}
+        self._udp_local: dict[int, tuple[str, int]] = {}  # each UDP listener's own address
+        self.capture: Capture | None = None  # [capture]: ``set_capture``
         # wildcard listener index -> local address -> listener index
         self._arrivals: dict[int, dict[str, int]] = {}
         # a datagram to an address of a wildcard with no listener yet: the shell's listener for
@@ -115,10 +128,14 @@ class Driver:
         """Serve UDP listener ``index`` on the bound ``sock``; returns its port. A datagram goes
         to ``receiver`` when one is given (which may hand it to ``datagram``), else to the core."""
         target = receiver or functools.partial(self.datagram, index)
+
+        def read(data: bytes, addr: tuple[str, int], _: str | None) -> None:
+            if self.capture is not None:  # what this process read, captured by it alone
+                self.capture.received(data, "udp", addr, self._udp_local.get(index, NOWHERE))
+            target(data, addr)
+
         enable_errors(sock)
-        self._readers[index] = UdpReader(
-            self.loop, sock, lambda data, addr, _: target(data, addr), self._unreachable
-        )
+        self._readers[index] = UdpReader(self.loop, sock, read, self._unreachable)
         self._add_udp_socket(index, sock)
         return int(sock.getsockname()[1])
 
@@ -139,9 +156,11 @@ class Driver:
         self._arrivals[wildcard][address] = index
         self._udp_socket[index] = self._readers[wildcard].sock
         self._udp_source[index] = source_pktinfo(address)
+        self._udp_local[index] = (address, self._readers[wildcard].sock.getsockname()[1])
 
     def _add_udp_socket(self, index: int, sock: socket.socket) -> None:
         self._udp_socket[index] = sock
+        self._udp_local[index] = sock.getsockname()[:2]
         self._udp_sockets.append(sock)
         family = 6 if sock.family == socket.AF_INET6 else 4
         self._udp_by_family.setdefault(family, index)
@@ -151,6 +170,11 @@ class Driver:
         self.core = core
         self.flush()
         self._watch_backlog()
+
+    def set_capture(self, capture: Capture | None) -> None:
+        """Capture what every transport receives and sends from now on (None: stop)."""
+        self.capture = capture
+        self.pool.capture = capture
 
     def close(self) -> None:
         if self._timer is not None:
@@ -169,11 +193,14 @@ class Driver:
         core = self.core
         if core is None:
             return  # still starting: the sender retransmits
+        marks = _marks(core) if TRACE.isEnabledFor(logging.DEBUG) else None
+        source = Target("udp", addr[0], addr[1])
         try:
-            source = Target("udp", addr[0], addr[1])
-            core.receive(data, source, index, self.loop.time(), handed=handed)
+            core.receive(data, source, index, self.now(), handed=handed)
         except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
             self._internal_error(addr)
+        if marks is not None:
+            self._trace(data, source, index, marks)
         self.flush()
 
     def _arrived(
@@ -187,6 +214,8 @@ class Driver:
             if self.core is not None:
                 self.core.stats["udp_unserved_address"] += 1
             return
+        if self.capture is not None:
+            self.capture.received(data, "udp", addr, self._udp_local.get(index, NOWHERE))
         self.datagram(index, data, addr)
 
     def _unreachable(self, found: list[Unreachable]) -> None:
@@ -199,7 +228,7 @@ class Driver:
             self.core.stats["icmp_ignored"] += len(found) - self._icmp_budget
             found = found[: self._icmp_budget]
         self._icmp_budget -= len(found)
-        now = self.loop.time()
+        now = self.now()
         for item in found:
             log.debug("ICMP port unreachable from %s:%d", item.host, item.port)
             self.core.transport_error(Target("udp", item.host, item.port), now)
@@ -209,11 +238,22 @@ class Driver:
         core = self.core
         if core is None:
             return
+        marks = _marks(core) if TRACE.isEnabledFor(logging.DEBUG) else None
         try:
-            core.receive_message(message, peer, index, self.loop.time())
+            core.receive_message(message, peer, index, self.now())
         except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
             self._internal_error((peer.host, peer.port))
+        if marks is not None:
+            self._trace(message.to_bytes(), peer, index, marks)
         self.flush()
+
+    def _trace(self, data: bytes, source: Target, index: int, marks: tuple[int, int, int]) -> None:
+        """``--log-level debug``: the line of one message, with what the core queued for it."""
+        core = self.core
+        assert core is not None
+        sent, events, handed = marks
+        out, happened, handovers = core.out[sent:], core.events[events:], core.handovers[handed:]
+        trace_message(data, str(source), index, out, happened, handovers)
 
     def stream_malformed(self, data: bytes, error: ParseError, peer: Target, index: int) -> None:
         if self.core is not None:
@@ -222,13 +262,13 @@ class Driver:
 
     def transport_failure(self, target: Target) -> None:
         if self.core is not None:
-            self.core.transport_error(target, self.loop.time())
+            self.core.transport_error(target, self.now())
             self.flush()
 
     def _internal_error(self, addr: tuple[str, int]) -> None:
         assert self.core is not None
         self.core.stats["internal_errors"] += 1
-        left_out = self._fault_log.admit("internal error", "", self.loop.time())
+        left_out = self._fault_log.admit("internal error", "", self.now())
         if left_out is not None:
             more = f" ({left_out} more since the last one)" if left_out else ""
             log.exception("internal error on a message from %s%s", addr[0], more)
@@ -237,7 +277,7 @@ class Driver:
         self._timer = None
         self._timer_at = None
         assert self.core is not None
-        self.core.handle_timer(self.loop.time())
+        self.core.handle_timer(self.now())
         self.flush()
 
     def _watch_backlog(self) -> None:
@@ -246,7 +286,7 @@ class Driver:
         core = self.core
         assert core is not None
         fill = max((receive_backlog(sock) for sock in self._udp_sockets), default=0.0)
-        core.report_backlog(fill, self.loop.time())
+        core.report_backlog(fill, self.now())
         self._icmp_budget = ICMP_BUDGET
         found = [item for sock in self._udp_sockets for item in read_errors(sock).unreachable]
         if found:  # an error a receive never reported (the loop only asks on an event)
@@ -314,6 +354,9 @@ class Driver:
                     sock.sendto(send.data, address)
                 else:
                     sock.sendmsg([send.data], source, 0, address)
+                if self.capture is not None:
+                    local = self._udp_local.get(index, NOWHERE)
+                    self.capture.sent(send.data, "udp", local, address)
                 return
             except BlockingIOError:  # the send buffer (raised like the receive one) is full
                 if self.core is not None:
@@ -340,6 +383,11 @@ class Driver:
             return
         host = str(infos[0][4][0])
         self.send(Send(send.data, Target(target.transport, host, target.port), send.listener))
+
+
+def _marks(core: Proxy) -> tuple[int, int, int]:
+    """Where the core's queues end before a message: what it adds after is the message's."""
+    return len(core.out), len(core.events), len(core.handovers)
 
 
 def run_loop(coro: Coroutine[Any, Any, int]) -> int:

@@ -39,6 +39,7 @@ from siplb.dispatch.names import (
     uses_naptr,
 )
 from siplb.dispatch.spec import Query, SetSpec, Transport
+from siplb.logs import log_fields
 from siplb.settings import DnsSettings
 
 log = logging.getLogger("siplb.dns")
@@ -216,7 +217,18 @@ class NameResolver:
         changed, status = self.table.answered(query, task.result(), now)
         self._status(status)
         if changed:
-            log.info("DNS %s: %s", query.label, " ".join(t.uri for t in task.result().targets))
+            uris = [t.uri for t in task.result().targets]
+            log_fields(
+                log,
+                logging.INFO,
+                "DNS %s: %s",
+                query.label,
+                " ".join(uris),
+                always=True,
+                event="dns",
+                name=query.label,
+                destinations=uris,
+            )
         return changed
 
     def _status(self, change: NameStatusChanged | None) -> None:
@@ -266,11 +278,14 @@ STATUS_LOG = {
 
 
 def log_status(change: NameStatusChanged) -> None:
+    label, detail = change.query.label, change.detail
+    fields = {"old": change.old.value, "new": change.new.value, "cause": detail}
     if change.old.value == "pending" and change.new.value == "ok":
-        log.info("DNS %s resolved (%s)", change.query.label, change.detail)
+        message = "DNS %s resolved (%s)"
+        log_fields(log, logging.INFO, message, label, detail, event="dns", name=label, **fields)
         return
     level, message = STATUS_LOG.get(change.new.value, (logging.INFO, "DNS %s: %s"))
-    log.log(level, message, change.query.label, change.detail)
+    log_fields(log, level, message, label, detail, always=True, event="dns", name=label, **fields)
 
 
 async def unresolved(settings: DnsSettings, sets: Sequence[SetSpec]) -> list[str]:

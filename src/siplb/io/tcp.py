@@ -33,13 +33,25 @@ from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from siplb.logs import RefusalLog
+from siplb.logs import RefusalLog, log_fields
 from siplb.proxy.actions import Target
 from siplb.settings import TcpSettings
-from siplb.sip import KEEPALIVE, FramingError, Limits, Malformed, ParseError, StreamFramer
+from siplb.sip import (
+    KEEPALIVE,
+    FramingError,
+    KeepAlive,
+    Limits,
+    Malformed,
+    ParseError,
+    StreamFramer,
+)
+
+from .capture import NOWHERE
 
 if TYPE_CHECKING:
-    from siplb.sip import Request, Response
+    from siplb.sip import Framed, Request, Response
+
+    from .capture import Capture
 
 log = logging.getLogger("siplb.tcp")
 
@@ -110,6 +122,7 @@ class StreamConnection(asyncio.Protocol):
         self.started: float | None = None  # when the partial message now buffered began
         self.buffered = 0  # the framer's bytes, as counted in ``pool.buffered``
         self.closed = False
+        self._local: tuple[str, int] | None = None  # our address, for the capture
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass asyncio's
@@ -127,6 +140,8 @@ class StreamConnection(asyncio.Protocol):
         self.pool.register(self)
         for data in self.pending:
             transport.write(data)
+            if self.pool.capture is not None:
+                self.capture_sent(data)
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -145,6 +160,8 @@ class StreamConnection(asyncio.Protocol):
         if items or self.started is None:
             self.started = now if self.framer.in_message else None
         self.pool.account(self)
+        if self.pool.capture is not None:
+            self.capture_received(items)
         for item in items:
             if item is KEEPALIVE:
                 self.write(b"\r\n")  # RFC 5626 3.5.1 pong
@@ -159,6 +176,36 @@ class StreamConnection(asyncio.Protocol):
         elif not self.closed:
             self.last_active = self.pool.loop.time()
             self.transport.write(data)
+            if self.pool.capture is not None:
+                self.capture_sent(data)
+
+    # ---- [capture] (siplb.io.capture) ------------------------------------------------------
+    def capture_received(self, items: list[Framed]) -> None:
+        """The messages (parsed or not) of one read, to the capture; keep-alives are not SIP."""
+        capture, peer = self.pool.capture, self.peer
+        assert capture is not None
+        assert peer is not None
+        for item in items:
+            if isinstance(item, KeepAlive):
+                continue
+            data = item.data if isinstance(item, Malformed) else item.to_bytes()
+            capture.received(data, self.transport_name, (peer.host, peer.port), self.local)
+
+    def capture_sent(self, data: bytes) -> None:
+        capture, peer = self.pool.capture, self.peer
+        assert capture is not None
+        if peer is not None:
+            capture.sent(data, self.transport_name, self.local, (peer.host, peer.port))
+
+    @property
+    def local(self) -> tuple[str, int]:
+        """Our end of the connection (asked once)."""
+        if self._local is None:
+            sockname = self.transport.get_extra_info("sockname") if self.transport else None
+            if not sockname:
+                return NOWHERE  # not connected yet: asked again next time
+            self._local = (str(sockname[0]), int(sockname[1]))
+        return self._local
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -190,6 +237,7 @@ class ConnectionPool:
         self.on_failure = on_failure
         self.tcp = tcp
         self.client_ssl = client_ssl
+        self.capture: Capture | None = None  # [capture]: Driver.set_capture
         self.by_peer: dict[Target, StreamConnection] = {}
         self.connecting: dict[Target, StreamConnection] = {}
         self.refused: Counter[str] = Counter()  # by ``Refusal``
@@ -395,7 +443,7 @@ class ConnectionPool:
                 self.tcp.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
-            log.info("cannot connect to %s: %s", target, exc)
+            log_fields(log, logging.INFO, "cannot connect to %s: %s", target, exc, to=str(target))
             self.on_failure(target)
         finally:
             if self.connecting.get(target) is conn:

@@ -34,6 +34,7 @@ from typing import Any
 from siplb.cluster import Member
 from siplb.cluster.channel import Opened, Opener, Sealer
 from siplb.io.udp import UdpEndpoint, bind_udp
+from siplb.logs import ListenerError
 
 log = logging.getLogger("siplb")
 
@@ -196,7 +197,10 @@ def open_worker_sockets(
         for index, host, port, recv_buffer in listeners:
             group = out.udp.setdefault(index, [])
             for _ in range(workers):
-                sock = bind_udp(host, port, recv_buffer, reuse_port=True)
+                try:
+                    sock = bind_udp(host, port, recv_buffer, reuse_port=True)
+                except OSError as exc:  # named by the parent, which has the listener's name
+                    raise ListenerError(index, None, "udp", (host, port), exc) from exc
                 group.append(sock)
                 port = sock.getsockname()[1]  # port 0: every member takes the first one's port
             attach_random_steering(group[0], workers)

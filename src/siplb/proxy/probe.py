@@ -2,7 +2,16 @@
 
 Every ``interval`` each destination gets an OPTIONS from this node's listener; a final response
 whose code is not in ``dead_codes`` within ``timeout`` is alive, anything else is a failure. The
-health table turns results into states with its ``down_after``/``up_after`` thresholds.
+health table turns results into states with its ``down_after``/``up_after`` thresholds. Each
+destination is probed with its set's ``health`` settings (``[[sets]] health``), else ``[health]``.
+
+In a cluster a member probes only the destinations whose health it owns, and follows the
+owner's decisions for the others; but a destination still ``probing`` here (just added, the
+owner's first decision not heard yet, or an owner whose config does not list it yet) is probed
+by this member too, so that it never stays unproven while its owner says nothing.
+
+Round-trip times are differences of the shell's ``now``, which comes from a sub-millisecond
+monotonic clock (``siplb.io.driver``).
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 from collections import Counter, deque
 
 from siplb.cluster.ownership import Ownership
-from siplb.dispatch import DestinationSpec, HealthSettings
+from siplb.dispatch import DestinationSpec, HealthSettings, State
 
 from .actions import Target
 from .context import Context
@@ -29,6 +38,9 @@ class Prober:
         self.deadline: float | None = None
         self.pending: dict[str, tuple[str, float, Target]] = {}  # branch -> (uri, sent, target)
         self.next_at: dict[str, float] = {}
+        # a new destination's offset, added once after its first probe, so that the probes of
+        # destinations added together do not go out in a burst every interval
+        self._phase: dict[str, float] = {}
         self.latency: dict[str, deque[float]] = {}  # the last LATENCY_SAMPLES answers' times
         self.answered: Counter[str] = Counter()  # answers ever timed, per URI (for histograms)
         self._seq = 0
@@ -37,38 +49,50 @@ class Prober:
         self.refresh(now)
 
     def refresh(self, now: float) -> None:
-        """(Re)plan probes for the current destinations: new ones at once, spread a little."""
+        """(Re)plan probes for the current destinations: new ones at once (they take calls
+        only once a probe is answered), their next probes spread a little."""
         targets = self.context.dispatcher.probe_targets()
         known = {spec.uri for spec in targets}
         for uri in list(self.next_at):
             if uri not in known:
                 del self.next_at[uri]
-        spread = self.settings.interval / max(1, len(targets))
+                self._phase.pop(uri, None)
+        spread = self.settings.interval / max(1, len(targets))  # [health]'s, for all
         for i, spec in enumerate(targets):
-            self.next_at.setdefault(spec.uri, now + min(i * spread, 0.25))
+            if spec.uri not in self.next_at:
+                self.next_at[spec.uri] = now
+                self._phase[spec.uri] = min(i * spread, 0.25)
             self.latency.setdefault(spec.uri, deque(maxlen=LATENCY_SAMPLES))
         self._rearm()
 
+    def _settings(self, uri: str) -> HealthSettings:
+        return self.context.dispatcher.health_settings(uri)
+
+    def _leaves_to_owner(self, uri: str) -> bool:
+        """Another member probes ``uri``, and this one need not: it is no longer probing."""
+        ownership = self.ownership
+        if ownership is None or ownership.owns_key(uri.encode()):
+            return False
+        health = self.context.dispatcher.health
+        return uri not in health or health.snapshot(uri).probe_state is not State.PROBING
+
     def on_timer(self, now: float) -> None:
-        timeout = self.settings.timeout
         excused = self.overload.excuses_timeouts(now)
         for branch, (uri, sent, _target) in list(self.pending.items()):
-            if sent + timeout <= now:
+            if sent + self._settings(uri).timeout <= now:
                 del self.pending[branch]
                 if excused:  # the answer may be waiting in our own receive queue
                     self.context.stats["probes_excused"] += 1
                 else:
                     self._result(uri, False, "probe timeout", now)
-        ownership = self.ownership
         for spec in self.context.dispatcher.probe_targets():
             due = self.next_at.get(spec.uri)
             if due is not None and due <= now:
-                if ownership is not None and not ownership.owns_key(spec.uri.encode()):
-                    # another member probes it; look again when this one would have
-                    self.next_at[spec.uri] = now + self.settings.interval
-                    continue
-                self._send(spec, now)
-                self.next_at[spec.uri] = now + self.settings.interval
+                # another member may probe it; then look again when this one would have
+                phase = self._phase.pop(spec.uri, 0.0)
+                self.next_at[spec.uri] = now + self._settings(spec.uri).interval + phase
+                if not self._leaves_to_owner(spec.uri):
+                    self._send(spec, now)
         self._rearm()
 
     def receive(self, branch: str, status: int, now: float) -> None:
@@ -77,7 +101,7 @@ class Prober:
             return
         del self.pending[branch]
         uri, sent, _target = entry
-        ok = status not in self.settings.dead_codes
+        ok = status not in self._settings(uri).dead_codes
         if ok:
             self.latency.setdefault(uri, deque(maxlen=LATENCY_SAMPLES)).append(now - sent)
             self.answered[uri] += 1
@@ -122,6 +146,6 @@ class Prober:
         context.send(data, target, listener.index)
 
     def _rearm(self) -> None:
-        times = [sent + self.settings.timeout for _uri, sent, _t in self.pending.values()]
+        times = [sent + self._settings(uri).timeout for uri, sent, _t in self.pending.values()]
         times.extend(self.next_at.values())
         self.context.heap.schedule(self, min(times) if times else None)

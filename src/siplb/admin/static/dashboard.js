@@ -4,9 +4,16 @@
 "use strict";
 
 const TOKEN_KEY = "siplb.admin.token";
-const STATES = ["up", "suspect", "down", "draining", "drained", "disabled"];
 const PALETTE = ["#38bdf8", "#a78bfa", "#f472b6", "#34d399", "#fbbf24", "#fb923c", "#60a5fa", "#e879f9"];
 const EVENTS_SHOWN = 200;
+// The columns of a set's table: [class of its cells, header]. On a narrow table the CSS hides
+// the less important ones (dashboard.css, container queries on .set); never the actions.
+const COLUMNS = [
+  ["state", "state"], ["uri", "destination"], ["weight", "weight"], ["prio", "prio"],
+  ["calls", "calls / max"], ["cps", "cps"], ["spark", "last minute"], ["latency", "probe ms avg / p95"],
+  ["fails", "fails"], ["since", "since"], ["cause", "cause"], ["actions", ""],
+];
+const NUMERIC = new Set(["cps", "latency", "fails"]);
 
 const $ = (id) => document.getElementById(id);
 const view = {
@@ -34,6 +41,9 @@ function ask(title, text, { type = "text", value = "" } = {}) {
   const input = $("ask-input");
   input.type = type;
   input.value = value;
+  // Enter in the input submits the form with its default button, OK; Cancel is no submit
+  // button (it would be the default, being first) and Escape closes the dialog as cancelled.
+  $("ask-cancel").onclick = () => dialog.close("cancel");
   return new Promise((resolve) => {
     dialog.onclose = () => resolve(dialog.returnValue === "ok" ? input.value.trim() : null);
     dialog.returnValue = "";
@@ -206,9 +216,13 @@ function buildSets(sets) {
     const summary = el("span", "muted set-summary");
     head.append(title, summary);
     const table = el("table");
-    table.innerHTML = "<thead><tr><th>state</th><th>destination</th><th>weight</th><th>prio</th>" +
-      "<th>calls / max</th><th class='num'>cps</th><th>last minute</th><th class='num'>probe ms avg / p95</th>" +
-      "<th class='num'>fails</th><th>since</th><th>cause</th><th></th></tr></thead>";
+    const headRow = el("tr");
+    for (const [name, label] of COLUMNS) {
+      const th = el("th", name + (NUMERIC.has(name) ? " num" : ""));
+      th.textContent = label;
+      headRow.appendChild(th);
+    }
+    table.appendChild(el("thead")).appendChild(headRow);
     const body = el("tbody");
     for (const dest of set.destinations) body.appendChild(buildRow(set, dest));
     table.appendChild(body);
@@ -228,16 +242,22 @@ function buildRow(set, dest) {
   tr.dataset.set = set.name;
   tr.dataset.uri = dest.uri;
   const cells = {};
-  const names = ["state", "uri", "weight", "prio", "calls", "cps", "spark", "latency", "fails", "since", "cause", "actions"];
-  for (const name of names) {
-    cells[name] = el("td", name);
+  for (const [name] of COLUMNS) {
+    cells[name] = el("td", name + (NUMERIC.has(name) ? " num" : ""));
     tr.appendChild(cells[name]);
   }
-  cells.cps.classList.add("num");
-  cells.latency.classList.add("num");
-  cells.fails.classList.add("num");
-  cells.uri.textContent = dest.uri;
-  cells.uri.title = dest.uri;
+  const uri = el("div", "uri-text");
+  uri.textContent = dest.uri;
+  uri.title = dest.uri;
+  const details = el("div", "details");  // the cause (when its column is hidden) and attrs
+  const cause = el("span", "cause-text");
+  details.appendChild(cause);
+  for (const [key, value] of Object.entries(dest.attrs || {})) {
+    const attr = el("span", "attr");
+    attr.textContent = `${key}=${value}`;
+    details.appendChild(attr);
+  }
+  cells.uri.append(uri, details);
   cells.prio.textContent = dest.priority;
   const badge = el("span", "badge");
   cells.state.appendChild(badge);
@@ -271,7 +291,7 @@ function buildRow(set, dest) {
     cells.actions.textContent = "removed";
     cells.actions.classList.add("muted");
   }
-  const row = { set: set.name, uri: dest.uri, dest, el: tr, cells, badge, fill, txt, spark };
+  const row = { set: set.name, uri: dest.uri, dest, el: tr, cells, badge, fill, txt, spark, cause };
   view.rows.push(row);
   updateRow(row, dest);
   return tr;
@@ -306,6 +326,7 @@ function updateRow(row, d) {
   row.cells.since.title = new Date(d.since * 1000).toLocaleString();
   row.cells.cause.textContent = d.cause;
   row.cells.cause.title = d.cause;
+  row.cause.textContent = d.cause;
   drawSpark(row.spark, view.sparks[d.uri] || []);
 }
 
