@@ -4,9 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived dnsmasq-base systemd sngrep
+APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived dnsmasq-base rtpengine-daemon systemd sngrep
 
-.PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-parse fuzz clean screenshots
+.PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-media bench-parse fuzz clean screenshots
 
 demo: $(STAMP)
 	$(BIN)/siplb demo
@@ -29,6 +29,8 @@ venv: $(STAMP)
 # exabgp and bird2 announce and route the anycast address, keepalived moves a VRRP address (all
 # three started by the tests inside network namespaces); dnsmasq (dnsmasq-base: the binary, no
 # system service) is the DNS server the destination-name tests start on a loopback port.
+# rtpengine-daemon is the media engine the media tests start in userspace on loopback ports
+# (no kernel module, no config file: its systemd unit never runs).
 # systemd brings systemd-analyze, which verifies packaging/siplb.service offline (no systemd runs).
 # sngrep is the HEP collector the capture tests start on a loopback port (no capture device).
 system-deps:
@@ -46,6 +48,7 @@ system-deps:
 	[ -x /usr/sbin/bird ] || missing="$$missing bird2"; \
 	[ -x /usr/sbin/keepalived ] || missing="$$missing keepalived"; \
 	[ -x /usr/sbin/dnsmasq ] || missing="$$missing dnsmasq-base"; \
+	[ -x /usr/bin/rtpengine ] || [ -x /usr/sbin/rtpengine ] || missing="$$missing rtpengine-daemon"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v sngrep >/dev/null 2>&1 || missing="$$missing sngrep"; \
 	if [ -n "$$missing" ]; then \
@@ -68,11 +71,15 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov=siplb --cov-branch --cov-report=term -p no:cacheprovider
 
 e2e: $(STAMP)
-	$(BIN)/python -m pytest tests/e2e -v
+	$(BIN)/python -m pytest tests/e2e tests/media_calls -v
 
 # siplb against Kamailio with SIPp on loopback (about 20 minutes; BENCH_ARGS="--quick" is shorter).
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# media anchoring's CPU per call (anchored against not) and offer latency, real rtpengine
+bench-media: system-deps $(STAMP)
+	$(BIN)/python bench/media.py $(BENCH_ARGS)
 
 bench-parse: $(STAMP)
 	$(BIN)/python bench/parse.py

@@ -19,7 +19,7 @@ import pytest
 import siplb
 
 SRC = Path(siplb.__file__).parent
-PURE = ("sip", "proxy", "dispatch", "cluster", "bond", "capture")
+PURE = ("sip", "proxy", "dispatch", "cluster", "bond", "capture", "media")
 FORBIDDEN = frozenset(
     {
         "asyncio",
@@ -154,6 +154,7 @@ TRANSITIVE_CASES = [
     pytest.param("siplb.cluster", id="cluster"),
     pytest.param("siplb.bond", id="bond"),
     pytest.param("siplb.capture", id="capture"),
+    pytest.param("siplb.media", id="media"),
 ]
 
 

@@ -38,11 +38,13 @@ from siplb.dispatch.names import NameReading, expand, ip_version, keep_weights, 
 from siplb.io.capture import Capture
 from siplb.io.cluster import ClusterLink
 from siplb.io.driver import Driver
+from siplb.io.media import MediaControl
 from siplb.io.nft import NftBans
 from siplb.io.resolver import NameResolver
 from siplb.io.tls import client_context, server_context
 from siplb.io.udp import bind_udp, interface_addresses, local_address_for
 from siplb.logs import ListenerError, event_fields, log_fields
+from siplb.media.engines import MediaView
 from siplb.proxy.actions import (
     CallsExpired,
     FailedOver,
@@ -168,6 +170,7 @@ class Balancer:
         self.names: NameResolver | None = None  # destinations by DNS name (see their section)
         self.dns_sets: tuple[SetSpec, ...] = ()  # the sets the last answers made of the config
         self.name_admin: dict[tuple[str, str], AdminState] = {}  # (set, name) drained/disabled
+        self.media: MediaControl | None = None  # [media]: the rtpengines (siplb.io.media)
 
     # ---- start and stop --------------------------------------------------------------------
     async def start(self) -> None:
@@ -217,12 +220,17 @@ class Balancer:
             protection=self._protection(config),
             caps=config.limits,
             listener_names=self._listener_names(),
+            media=config.media,
         )
         # multi-homed hosts: a request leaves from the address the kernel routes it from
         self._route_lookup = functools.lru_cache(4096)(local_address_for)
         self.proxy.routing = self._source_routing()
         self._view = ProxyView(self.proxy, self.driver.pool)
         self._set_capture(config.capture)
+        if config.media is not None:  # the core's media asks run on these engines
+            self.media = MediaControl(config.media)
+            await self.media.start()
+            self.driver.media = self.media
         self.driver.run(self.proxy)
         if config.cluster is not None:
             self.link = link = ClusterLink(
@@ -370,6 +378,10 @@ class Balancer:
             await self.link.stop(leave=True)  # the others take its share now, not in dead_after
             self.link = None
         await self._stop_names()
+        if self.media is not None:
+            self.driver.media = None
+            await self.media.close()
+            self.media = None
         self._close()
         if self.admin is not None:
             await self.admin.stop()
@@ -395,6 +407,23 @@ class Balancer:
             assert self.proxy is not None
             capture = Capture(self.loop, settings, self.proxy.stats)
         self.driver.set_capture(None if settings is None else capture)
+
+    def _reload_media(self, config: Config) -> tuple[str, ...]:
+        """``[media]`` on reload: engines and timeouts at once, the anchoring policy for new
+        calls; adding or removing the table waits for a restart (the warning says so)."""
+        anchor = self.proxy.media if self.proxy is not None else None
+        if self.media is None or config.media is None or anchor is None:
+            if (self.media is None) == (config.media is None):
+                return ()
+            return ("[media] added or removed: it takes effect when siplb restarts",)
+        self.media.reconfigure(config.media)
+        anchor.policy = config.media
+        return ()
+
+    def media_view(self) -> MediaView | None:
+        """The engines and their calls (``/api/status``, ``/metrics``); None without
+        ``[media]``."""
+        return None if self.media is None else self.media.view()
 
     # ---- reload (SIGHUP and the admin API share this path) -----------------------------------
     def reload_file(self, trigger: str = "SIGHUP") -> ReloadOutcome:
@@ -446,6 +475,7 @@ class Balancer:
         self._note_retiring(old_sets)
         proxy.reconfigure_protection(self._protection(config), self.loop.time())
         self._set_capture(config.capture)
+        warnings += self._reload_media(config)
         self.config = config
         outcome = ReloadOutcome(
             True,

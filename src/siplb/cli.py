@@ -298,6 +298,10 @@ def status(
         return
     now = time.time()
     click.echo(format_status(info, sets, now, protection))
+    if info.get("media"):  # [media]: the engines (siplb.admin.media)
+        from siplb.admin.media import format_media
+
+        click.echo(format_media(info["media"], now))
     if cluster is not None:
         click.echo(format_cluster(cluster, now))
 

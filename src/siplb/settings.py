@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from siplb.dispatch.spec import HealthSettings, SetSpec, Transport
+from siplb.media.settings import MediaSettings
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -71,6 +72,7 @@ class RouteRule:
     ruri_user: re.Pattern[str] | None = None  # full match
     ruri_domain: re.Pattern[str] | None = None  # full match, case-insensitive
     sources: tuple[IPNetwork, ...] | None = None
+    media: str | None = None  # "always" | "nat" | "never": overrides [media] anchor
 
     def matches(
         self, method: str, ruri_user: str | None, ruri_domain: str, source: IPAddress
@@ -334,6 +336,7 @@ class Config:
     announce: AnnounceSettings | None = None  # None: no [announce] table
     dns: DnsSettings = field(default_factory=DnsSettings)
     capture: CaptureSettings | None = None  # None: no [capture] table, nothing is captured
+    media: MediaSettings | None = None  # None: no [media] table, no call is anchored
 
     @property
     def node_id(self) -> str:

@@ -35,6 +35,7 @@ from siplb.io.capture import DROPPED as CAPTURE_DROPPED
 from siplb.io.capture import SENT as CAPTURE_SENT
 from siplb.sip.scalars import METHODS as KNOWN_METHODS
 
+from .media import media_metrics
 from .view import BalancerView, ClusterReading, Traffic, WorkerCounters
 from .views import (
     ADMISSION_REASONS,
@@ -132,6 +133,9 @@ class _Collector(Collector):
         reading = self.balancer.cluster()
         if reading is not None:
             yield from cluster_metrics(reading)
+        media = self.balancer.media_view()
+        if media is not None:
+            yield from media_metrics(media)
 
     def _process(self) -> Iterator[Metric]:
         balancer = self.balancer
@@ -216,6 +220,15 @@ class _Collector(Collector):
             "Messages whose handling hit a bug in siplb (logged, never fatal).",
             value=stats.get("internal_errors", 0),
         )
+        anchoring = CounterMetricFamily(
+            "siplb_media_anchoring_events",
+            "Media anchoring in the proxy core (calls anchored, engine commands, failures).",
+            labels=["event"],
+        )
+        for key, count in stats.items():
+            if key.startswith("media_"):
+                anchoring.add_metric([key[6:]], count)
+        yield anchoring
         if balancer.config.capture is not None or CAPTURE_SENT in stats:
             yield from capture_metrics(stats)
 

@@ -189,6 +189,37 @@ SCHEMAS: JSON = {
                     },
                 },
             },
+            "media": {
+                "type": ["object", "null"],
+                "description": "The media engines of [media] (null without it): state, calls, "
+                "offer latency and failures of each, and the engine client's counters.",
+                "properties": {
+                    "engines": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "address": {"type": "string"},
+                                "state": {"type": "string", "enum": ["unknown", "up", "down"]},
+                                "since": {"type": "number"},
+                                "weight": {"type": "integer"},
+                                "calls": {"type": "integer"},
+                                "offers": {"type": "integer"},
+                                "offer_p50_ms": NULLABLE_NUMBER,
+                                "offer_max_ms": NULLABLE_NUMBER,
+                                "failures": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                    "calls": {"type": "integer"},
+                    "forgotten": {"type": "integer"},
+                    "pending": {"type": "integer"},
+                    "counters": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+            },
         },
     },
     "Event": {

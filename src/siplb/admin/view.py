@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from siplb.dispatch import AdminState, DestinationSpec, HealthSnapshot, SetSpec
 from siplb.dispatch.names import NameReading
+from siplb.media.engines import MediaView
 from siplb.proxy.admission import BanView
 from siplb.proxy.listeners import Listener
 from siplb.settings import Config
@@ -249,6 +250,10 @@ class BalancerView(Protocol):
 
     def cluster(self) -> ClusterReading | None:
         """This member's view of its cluster; None without ``[cluster]``."""
+        ...
+
+    def media_view(self) -> MediaView | None:
+        """The media engines and their calls; None without ``[media]``."""
         ...
 
     @property

@@ -13,6 +13,7 @@ from siplb.dispatch import DestinationSpec, HealthSnapshot, SetSpec, State
 from siplb.proxy.admission import ACL, BANNED, BLOCKLIST, RATE, SCANNER, BanView
 from siplb.proxy.scanner import ENUMERATION, REGISTER_FAILURES
 
+from .media import media_json
 from .meter import RateHistory, latency_stats
 from .view import BalancerView, ClusterReading, MemberReading, WorkerCounters
 
@@ -188,6 +189,7 @@ def status_json(
         }
         out["workers"] = workers
     out["dns"] = dns_json(balancer, now)
+    out["media"] = media_json(balancer.media_view(), balancer.wall)
     return out
 
 

@@ -46,6 +46,7 @@ from .cluster import build_cluster
 from .errors import ConfigError
 from .files import find_file
 from .hashing import config_hash
+from .media import build_media
 from .problems import Loc, Problems
 from .protection import build_protection
 from .schema import (
@@ -120,6 +121,7 @@ class _Builder:
             announce=build_announce(doc.announce, doc.admin, self.problems),
             dns=self._dns(doc.dns),
             capture=build_capture(doc.capture, self.problems),
+            media=build_media(doc.media, self.problems),
         )
         cluster = build_cluster(doc.cluster, doc.proxy, self.problems, self.base_dir)
         self._anycast(config.listeners, cluster is not None)
@@ -367,6 +369,7 @@ class _Builder:
                 ruri_user=model.ruri_user,
                 ruri_domain=model.ruri_domain,
                 sources=None if model.source is None else tuple(model.source),
+                media=model.media,
             )
             if catch_all is None and _matches_everything(rule):
                 catch_all = index

@@ -161,6 +161,7 @@ class RouteModel(Model):
     ruri_user: Regex | None = None
     ruri_domain: CaseFreeRegex | None = None
     source: list[Network] | None = None
+    media: Literal["always", "nat", "never"] | None = None  # overrides [media] anchor
 
 
 class HealthModel(Model):
@@ -336,4 +337,5 @@ class DocumentModel(Model):
     cluster: dict[str, Any] | None = None  # None: no [cluster] table, siplb runs alone
     announce: dict[str, Any] | None = None  # None: no [announce] table (config/announce.py)
     capture: dict[str, Any] | None = None  # None: no [capture] table (config/capture.py)
+    media: dict[str, Any] | None = None  # None: no [media] table, no anchoring (config/media.py)
     dns: dict[str, Any] = {}

@@ -7,6 +7,10 @@ from a destination is a transport error for the core at once. A wildcard listene
 read with the local address of each datagram, which names the listener it goes to; what such a
 listener sends leaves from its address.
 
+With ``[media]``, the core parks the messages whose SDP an engine must rewrite and lists what
+to ask in ``media_asks``: each runs in a task on ``media`` (``siplb.io.media.MediaControl``),
+its result goes back through ``Proxy.media_done``, and the core is flushed again.
+
 Nothing is decided here. The composition root (``siplb.app``) opens the listeners through the
 driver, builds the core, hands it over with ``run``, and receives every event the core reports
 through ``on_event`` (logging, the journal, the kernel's ban sets are its business).
@@ -31,10 +35,11 @@ import ssl
 import struct
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from siplb.cluster.setups import CallNote
 from siplb.logs import TRACE, RefusalLog, trace_message
+from siplb.media.asks import MediaAsk
 from siplb.proxy.actions import HandOver, Send, Target
 from siplb.proxy.core import Proxy
 from siplb.settings import TcpSettings
@@ -57,8 +62,16 @@ BACKLOG_INTERVAL = 0.05
 # ICMP port unreachables acted on per BACKLOG_INTERVAL (400 a second): each costs a look at
 # every client transaction, and anyone can forge one; the rest are counted and ignored.
 ICMP_BUDGET = 20
+# media asks run at once (each waits for an engine's reply): past it an ask fails at once
+MAX_MEDIA_TASKS = 1000
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux 4.12+: struct sk_meminfo
 _MEMINFO = struct.Struct("=II")  # SK_MEMINFO_RMEM_ALLOC, SK_MEMINFO_RCVBUF come first
+
+
+class MediaRunner(Protocol):
+    """What runs a media ask against the engines (``siplb.io.media.MediaControl``)."""
+
+    async def handle(self, ask: MediaAsk) -> bytes | None: ...
 
 
 class Driver:
@@ -110,6 +123,9 @@ class Driver:
         self._udp_source: dict[int, list[tuple[int, int, bytes]]] = {}
         self._udp_local: dict[int, tuple[str, int]] = {}  # each UDP listener's own address
         self.capture: Capture | None = None  # [capture]: ``set_capture``
+        # [media]: what runs the core's media asks (``MediaControl``), and its tasks in flight
+        self.media: MediaRunner | None = None
+        self._media_tasks: set[asyncio.Task[None]] = set()
         # wildcard listener index -> local address -> listener index
         self._arrivals: dict[int, dict[str, int]] = {}
         # a datagram to an address of a wildcard with no listener yet: the shell's listener for
@@ -184,6 +200,8 @@ class Driver:
         for reader in self._readers.values():
             reader.close()
         self.pool.close()
+        for task in list(self._media_tasks):
+            task.cancel()
 
     # ---- inputs ----------------------------------------------------------------------------
     def datagram(
@@ -316,6 +334,11 @@ class Driver:
             core.setup_notes.clear()
             if self.on_setups is not None:
                 self.on_setups(notes)
+        if core.media_asks:
+            asks = core.media_asks[:]
+            core.media_asks.clear()
+            for ask in asks:
+                self._run_media(ask)
         if core.events:
             events = core.events[:]
             core.events.clear()
@@ -329,6 +352,39 @@ class Driver:
             self._timer = self.loop.call_at(deadline, self._on_timer)
         if self.after_flush is not None:
             self.after_flush()
+
+    # ---- the media engine ------------------------------------------------------------------
+    def _run_media(self, ask: MediaAsk) -> None:
+        """Run one of the core's media asks in a task (at most ``MAX_MEDIA_TASKS`` at once:
+        past that the ask fails at once, and the core applies its ``on_failure``)."""
+        if self.media is None or len(self._media_tasks) >= MAX_MEDIA_TASKS:
+            if self.core is not None:
+                self.core.stats["media_not_run"] += 1
+            if ask.token:
+                self.loop.call_soon(self._media_result, ask.token, None)
+            return
+        task = self.loop.create_task(self._media(self.media, ask))
+        self._media_tasks.add(task)
+        task.add_done_callback(self._media_tasks.discard)
+
+    async def _media(self, media: MediaRunner, ask: MediaAsk) -> None:
+        try:
+            result = await media.handle(ask)
+        except Exception:  # a bug: the parked message goes on by the core's on_failure
+            log.exception("media %s of %s failed", ask.op, ask.call_id)
+            result = None
+        if ask.token:
+            self._media_result(ask.token, result)
+
+    def _media_result(self, token: int, result: bytes | None) -> None:
+        core = self.core
+        if core is None:
+            return
+        try:
+            core.media_done(token, result, self.now())
+        except Exception:  # a bug, never the peer's fault: counted and logged, never fatal
+            self._internal_error(("media", 0))
+        self.flush()
 
     def send(self, send: Send) -> None:
         target = send.target

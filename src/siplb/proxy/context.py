@@ -35,6 +35,19 @@ class ListenerRouting(Protocol):
     def listener_for(self, target: Target) -> int | None: ...
 
 
+class ResponseMedia(Protocol):
+    """Media anchoring's look at a response going upstream (``media.MediaAnchor``): True when
+    it took the response, to send on once the engine rewrote its SDP."""
+
+    def response(
+        self,
+        response: Response,
+        server: ServerTransaction | None,
+        source: Target | None,
+        now: float,
+    ) -> bool: ...
+
+
 class Context:
     """The proxy core's shared pieces, as its helpers see them."""
 
@@ -47,6 +60,7 @@ class Context:
         "events",
         "heap",
         "listeners",
+        "media",
         "out",
         "routing",
         "settings",
@@ -75,6 +89,7 @@ class Context:
         self.stats: Counter[str] = Counter()
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.routing: ListenerRouting | None = None  # multi-homed hosts
+        self.media: ResponseMedia | None = None  # [media]: responses whose SDP the engine rewrites
         # anycast: the calls in setup every node knows of, and what to tell the others
         self.setups: Setups | None = None
         self.setup_notes: list[CallNote] = []
@@ -222,8 +237,23 @@ class Context:
             self.events.append(RequestRejected(status, cause or "", request.method, server.source))
         server.respond(status, data, now)
 
-    def forward_response(self, server: ServerTransaction, response: Response, now: float) -> None:
-        """Send a downstream response upstream through its server transaction (16.7 step 9)."""
+    def forward_response(
+        self,
+        server: ServerTransaction,
+        response: Response,
+        now: float,
+        source: Target | None = None,
+    ) -> None:
+        """Send a downstream response upstream through its server transaction (16.7 step 9),
+        once the media engine rewrote its SDP when its call is anchored; ``source``: where it
+        came from, when known."""
+        media = self.media
+        if media is not None and media.response(response, server, source, now):
+            return
+        self.send_upstream(server, response, now)
+
+    def send_upstream(self, server: ServerTransaction, response: Response, now: float) -> None:
+        """``forward_response`` as it is: no more media anchoring."""
         if 200 <= response.status < 300 and server.last_status >= 300:
             # a 2xx after we answered non-2xx (Timer C, CANCEL races) still goes up (16.7 step 9)
             self.forward_stateless_response(response, server.source)

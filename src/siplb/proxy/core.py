@@ -5,7 +5,8 @@
     proxy.handle_timer(now)                       # when proxy.get_timer() has come
     proxy.members_changed(ownership)              # the live members (cluster, workers)
     proxy.set_admin / follow / passive            # health inputs from operators and members
-    proxy.out, proxy.handovers                    # drained by the shell after every call
+    proxy.media_done(token, sdp, now)             # an engine's answer to a media ask
+    proxy.out, proxy.handovers, proxy.media_asks  # drained by the shell after every call
     proxy.take_events()                           # events for logs and metrics
 
 ``out`` holds ``Send`` actions; ``handovers`` holds ``HandOver`` actions (datagrams another
@@ -18,7 +19,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from siplb.cluster.branch import owner_of
 from siplb.cluster.member import Member
@@ -26,7 +26,6 @@ from siplb.cluster.ownership import Ownership
 from siplb.cluster.setups import CallEnded, CallNote, Setup, Setups
 from siplb.dispatch import (
     AdminState,
-    Destination,
     Dispatcher,
     HealthSettings,
     NoDestination,
@@ -34,6 +33,7 @@ from siplb.dispatch import (
     State,
     StateChanged,
 )
+from siplb.media.asks import MediaAsk
 from siplb.settings import (
     LimitsSettings,
     ProtectionSettings,
@@ -62,12 +62,13 @@ from .context import Context, CoreEvent, ListenerRouting
 from .forwarding import Forwarding
 from .listeners import Listener, LocalNames
 from .loops import looped
+from .media import MediaAnchor, MediaPolicy, ParkedAck, ParkedRequest, ParkedResponse
 from .nat import add_contact_alias
 from .overload import OverloadGuard
 from .probe import Prober
 from .registrar import FrontEnd
 from .rescue import reply_to_garbage
-from .routing import Refusal, Routed, RouteRules
+from .routing import Dispatch, Refusal, Routed, RouteRules
 from .stage import AdmissionStage
 from .transaction import NO_USER, ClientTransaction, ServerTransaction, server_key
 from .unconfirmed import Unconfirmed, bye, first_hop, remember
@@ -96,6 +97,7 @@ class Proxy:
         caps: LimitsSettings | None = None,
         listener_names: Sequence[str | None] = (),
         routing: ListenerRouting | None = None,
+        media: MediaPolicy | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("the proxy needs at least one listener")
@@ -161,6 +163,14 @@ class Proxy:
         self._front: FrontEnd | None = None
         self._rules = self._route_rules()
         self.front = FrontEnd(context, registrar) if registrar is not None else None
+        # [media]: the anchored calls; ``media_asks`` is drained by the shell like ``out``
+        self.media: MediaAnchor | None = None
+        self.media_asks: list[MediaAsk] = []
+        if media is not None:
+            names = list(listener_names)
+            self.media = MediaAnchor(media, context, self, listener_names=names, limits=limits)
+            self.media_asks = self.media.asks
+            context.media = self.media
         self._housekeeping = _Housekeeping(self)
         self.heap.schedule(self._housekeeping, now + HOUSEKEEPING_INTERVAL)
 
@@ -378,6 +388,38 @@ class Proxy:
         if event is not None:
             self.events.append(event)
 
+    # ---- the media engine (``proxy.media``) ------------------------------------------------------
+    def media_done(self, token: int, sdp: bytes | None, now: float) -> None:
+        """The shell ran ``media_asks``' ask ``token``: the engine's SDP, or None (failed)."""
+        if self.media is not None and token:
+            self.media.done(token, sdp, now)
+
+    def resume_request(self, parked: ParkedRequest, request: Request | None, now: float) -> None:
+        """A request back from the engine goes on to its destination; None: 503."""
+        txn = parked.txn
+        if txn.final_sent or txn.request is None:  # answered meanwhile (a CANCEL)
+            self.stats["media_parked_answered"] += 1
+            return
+        if request is None:
+            self.context.respond(txn, 503, now, cause="media engine failed")
+            return
+        try:
+            routed = routing.preprocess(request, parked.via, parked.source, self._rules)
+        except ParseError as exc:  # pragma: no cover - it was routed once already
+            self.context.respond(txn, exc.status_hint, now, cause=exc.reason)
+            return
+        self._route(request, routed, parked.dispatch, txn, parked.listener, now)
+
+    def resume_response(self, parked: ParkedResponse, response: Response, now: float) -> None:
+        server, source = parked.server, parked.source
+        if server is not None:
+            self.context.send_upstream(server, response, now)
+        elif source is not None:  # a 2xx after its transaction (always has its source)
+            self.context.forward_stateless_response(response, source)
+
+    def resume_ack(self, parked: ParkedAck, request: Request, now: float) -> None:
+        self._forward_ack(request, parked.via, parked.source, parked.listener, now, anchored=True)
+
     def get_timer(self) -> float | None:
         return self.heap.next_deadline()
 
@@ -494,7 +536,7 @@ class Proxy:
                 refusal = routing.check_route(request, routed, source, self._rules)
             except ParseError as exc:
                 refusal = Refusal(exc.status_hint, exc.reason, "route")
-        dispatch: _Dispatch | None = None
+        dispatch: Dispatch | None = None
         if refusal is None and routing.needs_destination(request, routed, self.names):
             dispatch = self._dispatch(request, source)
             refusal = dispatch.refusal
@@ -513,25 +555,31 @@ class Proxy:
         if method == "CANCEL":
             self._cancel(txn, key, now)
             return
+        if self.media is not None:
+            parked = ParkedRequest(request, txn, listener, via, source, dispatch)
+            if self.media.take_request(parked, routed, now):
+                return  # waits for the media engine (``resume_request``)
         self._route(request, routed, dispatch, txn, listener, now)
 
-    def _dispatch(self, request: Request, source: Target) -> _Dispatch:
+    def _dispatch(self, request: Request, source: Target) -> Dispatch:
         """A new dialog's set and first destination, chosen before any state is made: when
         no destination can take it, one stateless 503 (with Retry-After when waiting helps)."""
         if not self.accepting:
             refusal = Refusal(503, "shutting down", "shutdown", self.context.retry_after())
-            return _Dispatch("", b"", None, refusal)
-        set_name = routing.select_set(request, source, self.routes, self.default_set)
+            return Dispatch("", b"", None, refusal)
+        rule = routing.select_rule(request, source, self.routes)
+        set_name = self.default_set if rule is None else rule.set_name
+        media = None if rule is None else rule.media
         hash_input = routing.hash_input(request, self._set_specs.get(set_name))
         choice = self.dispatcher.choose(set_name, hash_input)
         if isinstance(choice, NoDestination):
             reason = str(choice.reason)
             waiting_helps = reason in ("all-full", "all-down")
             extra = self.context.retry_after() if waiting_helps else None
-            return _Dispatch(
+            return Dispatch(
                 set_name, hash_input, None, Refusal(503, reason, "no-destination", extra)
             )
-        return _Dispatch(set_name, hash_input, choice, None)
+        return Dispatch(set_name, hash_input, choice, None, media)
 
     def _screen(self, request: Request, source: Target) -> Refusal | None:
         """What refuses a new request before any state is made (16.3, caps, registrar)."""
@@ -617,7 +665,7 @@ class Proxy:
         self,
         request: Request,
         routed: Routed,
-        dispatch: _Dispatch | None,
+        dispatch: Dispatch | None,
         txn: ServerTransaction,
         listener: int,
         now: float,
@@ -660,6 +708,8 @@ class Proxy:
             return
         self.unconfirmed.pop(call_id, None)  # the dialog is up (or ending) without us
         if request.method == "BYE":
+            if self.media is not None:
+                self.media.ended(call_id, now)
             ended = self.dispatcher.accounting.ended(call_id)
             if ended is None and self.context.setups is not None:
                 self.setup_notes.append(CallEnded(call_id))  # counted by another node
@@ -681,9 +731,17 @@ class Proxy:
             respond(invite, 487, now)
 
     def _forward_ack(
-        self, request: Request, via: Via, source: Target, listener: int, now: float
+        self,
+        request: Request,
+        via: Via,
+        source: Target,
+        listener: int,
+        now: float,
+        *,
+        anchored: bool = False,
     ) -> None:
-        """ACK for a 2xx (or one we cannot match): forwarded statelessly by Route/R-URI."""
+        """ACK for a 2xx (or one we cannot match): forwarded statelessly by Route/R-URI; one
+        that answers a late offer first waits for the media engine (``resume_ack``)."""
         drop = self.context.drop
         try:
             if request.max_forwards == 0:  # 16.3 step 3; an ACK gets no 483, so it is dropped
@@ -701,6 +759,9 @@ class Proxy:
             return
         if next_hop is None:
             drop("ACK matching no transaction", source)
+            return
+        media = None if anchored else self.media
+        if media is not None and media.request(ParkedAck(request, via, source, listener), now):
             return
         call_id = request.call_id
         if call_id is not None:
@@ -746,7 +807,9 @@ class Proxy:
                 response = add_contact_alias(response, source)  # a phone behind NAT answered
             txn.receive_response(response, now)
         elif method == "INVITE" and 200 <= response.status < 300:
-            self.context.forward_stateless_response(response, source)  # 2xx after the txn
+            media = self.media  # a 2xx after the txn
+            if media is None or not media.response(response, None, source, now):
+                self.context.forward_stateless_response(response, source)
         else:
             self.context.drop("response matching no transaction", source)
 
@@ -769,6 +832,8 @@ class Proxy:
         admission = self.admission
         if admission is not None and request is not None:
             admission.final_answer(request, host, status, now)
+        if self.media is not None and request is not None:
+            self.media.answered(request, status, now)
 
     # ---- what the response contexts report (``forwarding.CallWatch``) ------------------------
     def passive_failure(
@@ -808,7 +873,7 @@ class Proxy:
             self.passive(uri, ok, cause, now)
             return
         health = self.dispatcher.health
-        if not health.settings.passive or uri not in health:
+        if uri not in health or not health.settings_of(uri).passive:
             return
         if ok and health.state(uri) is State.UP:
             return
@@ -910,6 +975,9 @@ class Proxy:
             self.context.setups.expire(now)
         if expired:
             self.events.append(CallsExpired(len(expired)))
+        if self.media is not None:
+            keys = [entry.key for entry in expired if isinstance(entry.key, bytes)]
+            self.media.expire(now, settings.max_call_age, keys)
         for entry in expired:
             if entry.confirmed and not entry.acked and isinstance(entry.key, bytes):
                 self._end_unconfirmed(entry.key, now)
@@ -942,16 +1010,6 @@ class _Housekeeping:
     def on_timer(self, now: float) -> None:
         self.proxy.housekeeping(now)
         self.proxy.heap.schedule(self, now + HOUSEKEEPING_INTERVAL)
-
-
-@dataclass(frozen=True, slots=True)
-class _Dispatch:
-    """A new dialog's set, hash input and first destination, or why there is none."""
-
-    set_name: str
-    hash_input: bytes
-    first: Destination | None
-    refusal: Refusal | None
 
 
 __all__ = ["Proxy", "parse_uri"]

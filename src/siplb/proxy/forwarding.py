@@ -240,7 +240,7 @@ class Forwarding:
             if self.cancelled and txn is self.current:
                 self._send_cancel(txn, now)
             if status > 100 and not self.done:
-                self.context.forward_response(self.server, response, now)
+                self.context.forward_response(self.server, response, now, txn.target)
             return
         if status < 300:
             base = self.base
@@ -251,7 +251,7 @@ class Forwarding:
                 self.context.dispatcher.accounting.confirmed(self.call_key, now)
                 if base is not None:  # the first 2xx: until its ACK, what ending it takes
                     self.watch.answered(self.server, base.message, txn, response)
-            self.context.forward_response(self.server, response, now)
+            self.context.forward_response(self.server, response, now, txn.target)
             return
         if txn is not self.current or self.done:
             return

@@ -23,9 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from functools import lru_cache
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 
+from siplb.media.sdp import is_private
 from siplb.settings import RegistrarSettings
 from siplb.sip import (
     Edit,
@@ -49,19 +49,6 @@ PATH_FLAG = "path"  # marks our Path URIs (a Record-Route entry has no such para
 RECEIVED = "received"
 OB = "ob"  # RFC 5626 5.1: the first hop's Path URI, with a flow token
 MAX_EXPIRES = 2**32 - 1
-# RFC 1918, RFC 6598 shared address space, link-local, RFC 4193 unique local, IPv6 link-local
-PRIVATE_NETWORKS = tuple(
-    ip_network(net)
-    for net in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
 
 
 def check_register(request: Request) -> None:
@@ -87,15 +74,6 @@ def _name_addr(value: bytes, what: str) -> NameAddr:
     except ParseError as exc:
         raise ParseError(f"malformed {what}: {exc.reason}") from None
     return addr
-
-
-@lru_cache(maxsize=4096)
-def is_private(host: str) -> bool:
-    try:
-        address = ip_address(host)
-    except ValueError:
-        return False
-    return any(address in net for net in PRIVATE_NETWORKS if net.version == address.version)
 
 
 def behind_nat(request: Request, via: Via, source: Target) -> bool:

@@ -17,7 +17,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Final
 
-from siplb.dispatch import HashKey, SetSpec
+from siplb.dispatch import Destination, HashKey, SetSpec
 from siplb.settings import RouteRule
 from siplb.sip import (
     Edit,
@@ -60,6 +60,18 @@ class Refusal:
     cause: str
     label: str  # the counter: refused:<label>
     extra: list[tuple[bytes, bytes]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A new dialog's set, hash input and first destination, or why there is none; ``media``:
+    its route rule's anchoring, when it says."""
+
+    set_name: str
+    hash_input: bytes
+    first: Destination | None
+    refusal: Refusal | None
+    media: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,16 +248,22 @@ def select_set(
 ) -> str:
     """The destination set of a new request: the first route rule that matches, else the
     default set."""
+    rule = select_rule(request, source, routes)
+    return default_set if rule is None else rule.set_name
+
+
+def select_rule(request: Request, source: Target, routes: Sequence[RouteRule]) -> RouteRule | None:
+    """The first route rule that matches a new request (None: the default set's)."""
     if not routes:
-        return default_set
+        return None
     uri = request.parsed_uri()
     user = uri.user.decode("latin-1") if isinstance(uri, SipUri) and uri.user else None
     domain = uri.host if isinstance(uri, SipUri) else ""
     address = _ip(source.host)
     for rule in routes:
         if rule.matches(request.method, user, domain, address):
-            return rule.set_name
-    return default_set
+            return rule
+    return None
 
 
 def hash_input(request: Request, spec: SetSpec | None) -> bytes:
