@@ -84,7 +84,7 @@ FULL: dict[str, Plan] = {
     ),
 }
 
-# --quick: the same figures, smaller and shorter (for trying the machinery, not for the README)
+# --quick: the same figures, smaller and shorter (for trying the machinery, not for the docs)
 QUICK: dict[str, Plan] = {
     "cpu500": replace(FULL["cpu500"], seconds=8),
     "cpu2000": replace(FULL["cpu2000"], seconds=4),

@@ -1,6 +1,6 @@
 """atheris target for the SIP message layer (not part of the default test run).
 
-The one invariant (DESIGN.md section 5): for any bytes, ``parse``, every typed view of what it
+The one invariant (docs/design.md section 5): for any bytes, ``parse``, every typed view of what it
 returns, ``validate_request`` / ``validate_response``, the proxy's edits and ``StreamFramer``
 either succeed or raise ``ParseError``. Anything else is a crash. A message that parses must also
 parse again, equal, from its own bytes.

@@ -1,4 +1,4 @@
-"""Imports point down the layers and never form a cycle (DESIGN.md section 2).
+"""Imports point down the layers and never form a cycle (docs/design.md section 2).
 
 Every module of ``src/siplb`` is read with ``ast``; each import of another siplb module is an
 edge, wherever it is written: at the top, inside a function, under ``if TYPE_CHECKING:`` (a

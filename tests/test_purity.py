@@ -1,4 +1,4 @@
-"""The pure cores stay pure (DESIGN.md section 2): no asyncio, socket, clock reads or logging.
+"""The pure cores stay pure (docs/design.md section 2): no asyncio, socket, clock reads or logging.
 
 Every module of ``siplb.sip``, ``siplb.proxy``, ``siplb.dispatch``, ``siplb.cluster``, ``siplb.bond``
 and ``siplb.capture`` is read with ``ast``; an import of a forbidden module anywhere in it (inside

@@ -1,4 +1,4 @@
-"""Composition root (DESIGN.md section 2): builds the proxy core from a config, wires it to its
+"""Composition root (docs/design.md section 2): builds the proxy core from a config, wires it to its
 sockets through ``siplb.io.driver``, reloads it, performs the operators' actions, shuts it down.
 """
 

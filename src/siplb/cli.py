@@ -1,5 +1,5 @@
 """``siplb run | check | demo | status | dest | reload | bans | ban | unban | health | node |
-announce | bond`` (DESIGN.md section 5)."""
+announce | bond`` (docs/design.md section 5)."""
 
 from __future__ import annotations
 

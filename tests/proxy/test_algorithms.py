@@ -1,4 +1,4 @@
-"""Every selection algorithm reached through the proxy (DESIGN.md section 3 step 3)."""
+"""Every selection algorithm reached through the proxy (docs/design.md section 3 step 3)."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_hash_keeps_a_key_on_the_same_destination(
 
 
 def test_hash_moves_only_the_dead_destinations_keys() -> None:
-    """Rendezvous hashing: when one destination fails, only its keys move (DESIGN.md 4)."""
+    """Rendezvous hashing: when one destination fails, only its keys move (docs/design.md 4)."""
     lab = make_lab(3, algorithm=Algorithm.HASH)
     before = {n: destinations_of(lab, 1, call_id=b"k%d" % n)[0] for n in range(12)}
     lab.proxy.dispatcher.health.probe_result(lab.uri(0), False, 1.0)

@@ -1,4 +1,4 @@
-"""Via branches that name their owner (siplb.proxy.branch; DESIGN.md section 3 step 5)."""
+"""Via branches that name their owner (siplb.proxy.branch; docs/design.md section 3 step 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Failover inside one server transaction (DESIGN.md section 3 step 5; RFC 3261 16.7 step 6)."""
+"""Failover inside one server transaction (docs/design.md section 3 step 5; RFC 3261 16.7 step 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The admission stage's ownership step (DESIGN.md 4, one ownership model): a datagram owned by
+"""The admission stage's ownership step (docs/design.md 4, one ownership model): a datagram owned by
 another member becomes one ``HandOver`` and nothing else; alone, or owned here, the core handles
 it as before. And ``members_changed(health_owner=...)``: one member decides every destination's
 health, the others report what their traffic shows as ``PassiveObserved``."""

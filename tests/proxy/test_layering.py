@@ -1,4 +1,4 @@
-"""The proxy core's helpers get a narrow context, never the core (DESIGN.md section 2).
+"""The proxy core's helpers get a narrow context, never the core (docs/design.md section 2).
 
 Every module of ``siplb.proxy`` is read with ``ast``, imports under ``if TYPE_CHECKING:``
 included: the graph of imports among them has no cycle, and no helper imports ``core``.

@@ -1,4 +1,4 @@
-"""Active health checks: OPTIONS to every destination (DESIGN.md section 4)."""
+"""Active health checks: OPTIONS to every destination (docs/design.md section 4)."""
 
 from __future__ import annotations
 

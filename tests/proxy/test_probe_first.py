@@ -1,4 +1,4 @@
-"""Probing first, per-set health and clustered followers, through the prober (DESIGN.md 4)."""
+"""Probing first, per-set health and clustered followers, through the prober (docs/design.md 4)."""
 
 from __future__ import annotations
 

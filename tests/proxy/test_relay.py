@@ -1,4 +1,4 @@
-"""No open relay (DESIGN.md 4): a request goes only where its dialog can lead.
+"""No open relay (docs/design.md 4): a request goes only where its dialog can lead.
 
 Each relayed case of the attack table (a To tag with a foreign Request-URI, a foreign Route after
 ours, a foreign ``;alias=``) is refused with one 403 for INVITE, MESSAGE, BYE and INFO, and the

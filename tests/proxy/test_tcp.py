@@ -1,5 +1,5 @@
 """Reliable transports: no retransmissions, zero-length wait timers, transport errors (RFC 3261 17,
-16.9; DESIGN.md section 3 step 5)."""
+16.9; docs/design.md section 3 step 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Requests the proxy answers itself, and messages it drops (RFC 3261 16.3, 8.2; DESIGN.md 3.1)."""
+"""Requests the proxy answers itself, and messages it drops (RFC 3261 16.3, 8.2; docs/design.md 3.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``siplb.sip`` is pure (DESIGN.md section 2): no I/O, clock, logging or global randomness."""
+"""``siplb.sip`` is pure (docs/design.md section 2): no I/O, clock, logging or global randomness."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The admin server: aiohttp in the balancer's own event loop (DESIGN.md section 2).
+"""The admin server: aiohttp in the balancer's own event loop (docs/design.md section 2).
 
 It serves the JSON API (``api``), the dashboard (``static/``) and ``/metrics``, and runs one
 sampler task: once a second it records calls per second per destination, feeds the probe latency

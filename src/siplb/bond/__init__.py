@@ -1,4 +1,4 @@
-"""Multi-link bonding, the pure part (DESIGN.md section 2): packet format and sealing, link
+"""Multi-link bonding, the pure part (docs/design.md section 2): packet format and sealing, link
 health, scheduling, de-duplication and parity. Sockets are in ``siplb.io.bond``.
 
     bond = Bond(role=Role.CLIENT, client=1, key=key, links={1: 2, 2: 1}, flows=flows,

@@ -1,4 +1,4 @@
-"""The siplb Via branch: the one format and the one parser (DESIGN.md section 3 step 5).
+"""The siplb Via branch: the one format and the one parser (docs/design.md section 3 step 5).
 
 ``z9hG4bK`` (the RFC 3261 8.1.1.7 magic cookie) + ``-`` + the owner's tag ``node.worker`` +
 ``-`` + a kind letter and a unique part. The member that sent a request owns its client

@@ -1,4 +1,4 @@
-"""Who owns a datagram, and any other key (DESIGN.md section 4, "one ownership model").
+"""Who owns a datagram, and any other key (docs/design.md section 4, "one ownership model").
 
 The rule, the same between the workers of a node and between nodes:
 - a response whose top Via branch is a siplb branch naming a LIVE member: that member (its

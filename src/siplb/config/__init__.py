@@ -1,4 +1,4 @@
-"""TOML -> validated, frozen settings (DESIGN.md section 2).
+"""TOML -> validated, frozen settings (docs/design.md section 2).
 
 ``load_config(path)`` and ``parse_config(text)`` return a ``Config``; a bad config raises one
 ``ConfigError`` whose ``problems`` list every problem with the path of its key. Pydantic models

@@ -1,4 +1,4 @@
-"""Call accounting: the live table of calls per destination (DESIGN.md section 3 step 7).
+"""Call accounting: the live table of calls per destination (docs/design.md section 3 step 7).
 
 A call enters the table when its INVITE is forwarded to a destination (it then counts against
 that destination for least-calls and ``max_calls``), moves when its setup fails over, is marked

@@ -1,4 +1,4 @@
-"""Health state of each destination (DESIGN.md section 4).
+"""Health state of each destination (docs/design.md section 4).
 
 Rules, in one place:
 

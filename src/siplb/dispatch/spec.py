@@ -100,7 +100,7 @@ class SetSpec:
 
 @dataclass(frozen=True, slots=True)
 class HealthSettings:
-    """Active OPTIONS probing and passive detection (DESIGN.md section 4)."""
+    """Active OPTIONS probing and passive detection (docs/design.md section 4)."""
 
     interval: float = 1.0
     timeout: float = 0.5

@@ -1,4 +1,4 @@
-"""The asyncio adapter of one proxy core (DESIGN.md section 2): feed it what the sockets receive,
+"""The asyncio adapter of one proxy core (docs/design.md section 2): feed it what the sockets receive,
 flush what it wants sent to the transports, re-arm one timer at its next deadline, and tell it
 every ``BACKLOG_INTERVAL`` how full the UDP receive buffers are.
 
@@ -447,7 +447,7 @@ def _marks(core: Proxy) -> tuple[int, int, int]:
 
 
 def run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop when it is installed (DESIGN.md section 4), else on asyncio's loop."""
+    """Run on uvloop when it is installed (docs/design.md section 4), else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -1,5 +1,5 @@
 """TCP and TLS connections: framing, reuse per peer, and a bound on all a peer can hold
-(DESIGN.md 3, and 4 "protection before work").
+(docs/design.md 3, and 4 "protection before work").
 
 Every connection, accepted or opened by us, is remembered under its peer address, so responses
 and later requests to that peer reuse it. A framing error closes only that connection. A send to

@@ -1,4 +1,4 @@
-"""UDP listeners: one socket per configured address, a large receive buffer (DESIGN.md 4).
+"""UDP listeners: one socket per configured address, a large receive buffer (docs/design.md 4).
 
 Two Linux facilities on top of plain datagrams:
 

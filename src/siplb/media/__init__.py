@@ -1,2 +1,2 @@
-"""Media anchoring, the pure part (DESIGN.md section 2): what the core asks of an engine and
+"""Media anchoring, the pure part (docs/design.md section 2): what the core asks of an engine and
 the SDP rules. The engine client with its sockets is in ``siplb.io.media``."""

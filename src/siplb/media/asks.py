@@ -1,4 +1,4 @@
-"""What the proxy core asks of a media engine, and nothing more (DESIGN.md section 2).
+"""What the proxy core asks of a media engine, and nothing more (docs/design.md section 2).
 
 The core never talks to an rtpengine: it parks the message whose SDP must be rewritten and
 emits a ``MediaAsk``; the shell (``siplb.io.media``) runs it and reports the engine's SDP back

@@ -44,7 +44,7 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class HandOver:
-    """Hand a datagram to the member that owns it (DESIGN.md 4, one ownership model): the
+    """Hand a datagram to the member that owns it (docs/design.md 4, one ownership model): the
     admission stage found it owned elsewhere and did nothing else with it. Drained by the shell
     from ``Proxy.handovers``, like ``Send`` from ``Proxy.out``."""
 

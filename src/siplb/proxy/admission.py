@@ -1,4 +1,4 @@
-"""The admission stage: which requests get a transaction at all (DESIGN.md 4, protection first).
+"""The admission stage: which requests get a transaction at all (docs/design.md 4, protection first).
 
 A dropped packet costs far less than a forwarded one, so hostile traffic is refused here, before
 any state is made. The first step that refuses decides:

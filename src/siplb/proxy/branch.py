@@ -1,4 +1,4 @@
-"""Via branches that say who owns a transaction (DESIGN.md section 3, step 5).
+"""Via branches that say who owns a transaction (docs/design.md section 3, step 5).
 
 The format and its parser live in ``siplb.cluster.branch``: ``z9hG4bK`` (RFC 3261 8.1.1.7) +
 ``-`` + owner tag (``node.worker``) + ``-`` + kind and a unique part. ``BranchMaker`` makes the

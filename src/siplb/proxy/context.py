@@ -1,4 +1,4 @@
-"""What the proxy core's helpers may use, and nothing more (DESIGN.md section 2).
+"""What the proxy core's helpers may use, and nothing more (docs/design.md section 2).
 
 ``Forwarding``, ``Prober``, ``FrontEnd`` and ``Keepalive`` get a ``Context``, never the ``Proxy``:
 the listeners and how to pick one, the branch maker, the timers and their heap, the client

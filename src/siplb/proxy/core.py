@@ -502,7 +502,7 @@ class Proxy:
 
     # ---- requests --------------------------------------------------------------------------
     def _request(self, request: Request, source: Target, listener: int, now: float) -> None:
-        """DESIGN.md section 3: admission, then the server transaction, then routing. A request
+        """docs/design.md section 3: admission, then the server transaction, then routing. A request
         refused before routing gets one stateless answer (or none) and leaves no state behind."""
         try:
             via = request.top_via()
@@ -702,7 +702,7 @@ class Proxy:
         ).start(now)
 
     def _dialog_activity(self, request: Request, now: float) -> None:
-        """An in-dialog request: BYE ends the call (DESIGN.md section 3 step 7), others touch it."""
+        """An in-dialog request: BYE ends the call (docs/design.md section 3 step 7), others touch it."""
         call_id = request.call_id
         if call_id is None:
             return

@@ -1,4 +1,4 @@
-"""Active health checks: SIP OPTIONS to every destination (DESIGN.md section 4).
+"""Active health checks: SIP OPTIONS to every destination (docs/design.md section 4).
 
 Every ``interval`` each destination gets an OPTIONS from this node's listener; a final response
 whose code is not in ``dead_codes`` within ``timeout`` is alive, anything else is a failure. The

@@ -1,4 +1,4 @@
-"""Answering a message that does not parse (DESIGN.md section 3, step 1).
+"""Answering a message that does not parse (docs/design.md section 3, step 1).
 
 A request that fails parsing gets the parser's status hint back when a reply can be built: its
 Via, From, To, Call-ID and CSeq lines are found leniently and echoed, with a Warning naming the

@@ -1,7 +1,7 @@
 """Where a request goes (RFC 3261 16.4-16.6), as functions that return a value.
 
     routed = preprocess(request, via, source, rules)     # loose routing, Max-Forwards, rport
-    refusal = check_route(request, routed, source, rules)  # no open relay (DESIGN.md 4)
+    refusal = check_route(request, routed, source, rules)  # no open relay (docs/design.md 4)
     set_name = select_set(request, source, routes, default_set)
     key = hash_input(request, spec)
 
@@ -209,7 +209,7 @@ def towards_phone(
 def check_route(
     request: Request, routed: Routed, source: Target, rules: RouteRules
 ) -> Refusal | None:
-    """No open relay (DESIGN.md 4): a request goes only where its dialog can lead, and never
+    """No open relay (docs/design.md 4): a request goes only where its dialog can lead, and never
     to siplb itself (``loops.is_self``)."""
     hop = routed.next_hop
     if hop is not None and is_self(hop, rules.listeners):

@@ -1,4 +1,4 @@
-"""The admission stage (DESIGN.md 3 step 2): what a datagram goes through before any server
+"""The admission stage (docs/design.md 3 step 2): what a datagram goes through before any server
 transaction exists, in this order, each step once per datagram:
 
 1. blocklist and bans, before parsing (a banned source costs a lookup, not a parse);

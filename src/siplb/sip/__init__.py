@@ -1,4 +1,4 @@
-"""The SIP message layer: pure, bytes in and bytes out (DESIGN.md section 2)."""
+"""The SIP message layer: pure, bytes in and bytes out (docs/design.md section 2)."""
 
 from .edit import Edit
 from .errors import LocalProtocolError, MessageTooLarge, ParseError

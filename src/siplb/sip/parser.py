@@ -1,6 +1,6 @@
 """Bytes -> ``Request`` or ``Response`` (RFC 3261 section 7, 18.3 framing on datagrams).
 
-The contract (DESIGN.md section 5): ``parse(data)`` returns a message or raises ``ParseError``;
+The contract (docs/design.md section 5): ``parse(data)`` returns a message or raises ``ParseError``;
 it never raises anything else.
 
 What ``parse`` checks: the start line (method token, a Request-URI without white space or
