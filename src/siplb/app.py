@@ -136,7 +136,7 @@ class Balancer:
         self.worker = worker
         self.config_path = config_path
         self.loop = asyncio.get_running_loop()
-        self.wall_offset = time.time() - self.loop.time()  # loop clock -> epoch seconds
+        self.wall_offset = time.time() - Driver.now()  # the core's clock -> epoch seconds
         self.recorder = Recorder()
         self.with_admin = admin
         self.admin: AdminServer | None = None
@@ -157,7 +157,7 @@ class Balancer:
             on_handover=on_handover,
             after_flush=after_flush,
         )
-        self.started_at = self.loop.time()
+        self.started_at = self.now()
         self.udp_sockets = udp_sockets
         self.streams = streams  # TCP and TLS listeners (one process of several serves them)
         self.probing = probing  # OPTIONS probes (one worker of several probes for all)
@@ -212,7 +212,7 @@ class Balancer:
             default_set=config.default_set,
             settings=config.proxy,
             health=config.health,
-            now=self.loop.time(),
+            now=self.now(),
             limits=self.limits,
             worker=self.worker,
             probing=self.probing,
@@ -329,7 +329,7 @@ class Balancer:
         most every ``RECHECK`` seconds an address; a broadcast address never gets one)."""
         proxy = self.proxy
         spec = self.started_config.listeners[wildcard]
-        now = self.loop.time()
+        now = self.now()
         if proxy is None or len(self.listeners) >= MAX_LISTENERS or not serves(spec.host, address):
             return None
         # a broadcast address has no route to connect to (EACCES), a local address has one
@@ -366,11 +366,9 @@ class Balancer:
         proxy = self.proxy
         if proxy is not None:
             proxy.stop_accepting()
-            deadline = self.loop.time() + (
-                self.config.proxy.grace_period if grace is None else grace
-            )
+            deadline = self.now() + (self.config.proxy.grace_period if grace is None else grace)
             # the pure core has no future to await; its count is polled, bounded by the grace
-            while proxy.busy and self.loop.time() < deadline:  # noqa: ASYNC110
+            while proxy.busy and self.now() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             if proxy.busy:
                 log.warning("stopping with %s still open", plural(proxy.busy, "transaction"))
@@ -470,10 +468,10 @@ class Balancer:
             sets=sets,
             routes=config.routes,
             default_set=config.default_set,
-            now=self.loop.time(),
+            now=self.now(),
         )
         self._note_retiring(old_sets)
-        proxy.reconfigure_protection(self._protection(config), self.loop.time())
+        proxy.reconfigure_protection(self._protection(config), self.now())
         self._set_capture(config.capture)
         warnings += self._reload_media(config)
         self.config = config
@@ -578,7 +576,7 @@ class Balancer:
         if sets == old_sets:
             return
         added, removed, reweighted = diff_sets(old_sets, sets)
-        now = self.loop.time()
+        now = self.now()
         proxy.reconfigure(sets=sets, routes=proxy.routes, default_set=proxy.default_set, now=now)
         self._note_retiring(old_sets)
         proxy.reconfigure_protection(self._protection(self.config), now)
@@ -657,7 +655,7 @@ class Balancer:
                 admin = self.name_admin.get((spec.name, dest.name or ""))
                 if admin is not None and (spec.name, dest.uri) not in known:
                     cause = f"a new address of {dest.name}, which is {admin}"
-                    self.proxy.set_admin(dest.uri, admin, self.loop.time(), cause)
+                    self.proxy.set_admin(dest.uri, admin, self.now(), cause)
 
     def dns_names(self) -> list[NameReading]:
         """Each name's lookup: status, addresses, last error (``/api/status``, ``/metrics``)."""
@@ -687,7 +685,7 @@ class Balancer:
         if self._name_admin(set_name, uri, admin, cause):  # a DNS name: each of its addresses
             return
         self.find_destination(set_name, uri)
-        proxy.set_admin(uri, admin, self.loop.time(), cause)
+        proxy.set_admin(uri, admin, self.now(), cause)
         log_admin(admin, uri, set_name, cause)
         self.driver.flush()
         if self.link is not None:  # and on every other member
@@ -698,7 +696,7 @@ class Balancer:
         nftables is on); False when it is trusted or banned already at least as long."""
         proxy = self.proxy
         assert proxy is not None
-        made = proxy.ban(host, seconds, reason, self.loop.time())
+        made = proxy.ban(host, seconds, reason, self.now())
         if made:
             log_fields(
                 log,
@@ -768,7 +766,7 @@ class Balancer:
             for spec in proxy.dispatcher.sets()
         )
         proxy.reconfigure(
-            sets=sets, routes=proxy.routes, default_set=proxy.default_set, now=self.loop.time()
+            sets=sets, routes=proxy.routes, default_set=proxy.default_set, now=self.now()
         )
         log_fields(
             log,
@@ -857,7 +855,7 @@ class Balancer:
             # an anycast listener's datagrams may be any node's; the others' are this node's
             shared = frozenset(lst.index for lst in self.listeners if lst.anycast)
             proxy.members_changed(ownership, shared=shared)
-            adopted = proxy.adopt_orphans(self.loop.time())
+            adopted = proxy.adopt_orphans(self.now())
             if adopted and self.link is not None:
                 self.link.stats["setups_adopted"] += adopted
                 log.info("cluster: continuing %s in setup of nodes gone", plural(adopted, "call"))
@@ -882,7 +880,7 @@ class Balancer:
         if proxy is None:
             return
         if isinstance(note, Setup):
-            proxy.setup_heard(note, self.loop.time())
+            proxy.setup_heard(note, self.now())
         elif isinstance(note, SetupEnded):
             proxy.setup_ended(note.call_id, note.owner)
         elif not proxy.call_ended(note.call_id) and self.link is not None:
@@ -897,7 +895,7 @@ class Balancer:
     def cluster_follow(self, uri: str, state: str, cause: str) -> None:
         assert self.proxy is not None
         try:
-            self.proxy.follow_probe(uri, State(state), self.loop.time(), cause)
+            self.proxy.follow_probe(uri, State(state), self.now(), cause)
         except ValueError:
             return  # a state this version does not know
         self.driver.flush()
@@ -915,7 +913,7 @@ class Balancer:
             return
         admin = VERB_ADMIN.get(verb)
         if admin is not None:
-            self.proxy.set_admin(uri, admin, self.loop.time(), cause)
+            self.proxy.set_admin(uri, admin, self.now(), cause)
             log_admin(admin, uri, set_name, cause)
             self.driver.flush()
 
@@ -925,7 +923,7 @@ class Balancer:
 
     def cluster_passive(self, uri: str, ok: bool, cause: str) -> None:
         if self.proxy is not None:
-            self.proxy.passive(uri, ok, cause, self.loop.time())
+            self.proxy.passive(uri, ok, cause, self.now())
             self.driver.flush()
 
     def cluster_dialogs(self, limit: int) -> DialogChanges:
@@ -945,7 +943,7 @@ class Balancer:
         front = self.proxy.front
         if front is None or front.keepalive is None:
             return
-        keepalive, now = front.keepalive, self.loop.time()
+        keepalive, now = front.keepalive, self.now()
         for flow in release:
             keepalive.release(flow)
         for shared in adopt:
@@ -957,7 +955,7 @@ class Balancer:
         link, proxy = self.link, self.proxy
         if link is None or proxy is None:
             return None
-        now = self.loop.time()
+        now = self.now()
         redis = link.redis
         calls = self.cluster_calls()
         remote = link.view.remote_calls()
@@ -1014,7 +1012,8 @@ class Balancer:
         return self._view
 
     def now(self) -> float:
-        return self.loop.time()
+        """The one clock of this balancer's core, its shell and its readings (``Driver.now``)."""
+        return Driver.now()
 
     def wall(self, loop_time: float) -> float:
         """A time of the loop's clock as seconds since the epoch."""
@@ -1063,7 +1062,7 @@ class Balancer:
         if nft is None:
             return
         if isinstance(event, SourceBanned):
-            nft.ban(event.host, event.until - self.loop.time())
+            nft.ban(event.host, event.until - self.now())
         else:
             nft.unban(event.host)
 

@@ -222,7 +222,7 @@ class Worker:
         elif isinstance(event, SourceBanned):
             # a ban made here goes to every worker; a lift does not: each worker lets its own
             # copy expire, and an operator's unban is sent by ``unbanned``
-            seconds = event.until - self.loop.time()
+            seconds = event.until - self.balancer.now()
             self.link.broadcast("ban", host=event.host, seconds=seconds, reason=event.reason)
 
     def weight_changed(self, set_name: str, uri: str, weight: int, cause: str) -> None:
@@ -247,7 +247,7 @@ class Worker:
     def _peer_ban(self, host: str, seconds: float, reason: str) -> None:
         # a ban this worker already holds as long makes no event, so nothing echoes back
         if self.balancer.proxy is not None and seconds > 0:
-            self.proxy.ban(host, seconds, reason, self.loop.time())
+            self.proxy.ban(host, seconds, reason, self.balancer.now())
             self.balancer.driver.flush()
 
     def _peer_unban(self, host: str) -> None:
@@ -257,7 +257,7 @@ class Worker:
 
     # ---- health: worker 0 decides, the others follow ----------------------------------------
     def _passive(self, uri: str, ok: bool, cause: str) -> None:
-        if self.proxy.passive(uri, ok, cause, self.loop.time()) is not None:
+        if self.proxy.passive(uri, ok, cause, self.balancer.now()) is not None:
             self.balancer.driver.flush()
             self._sync()
 
@@ -282,7 +282,7 @@ class Worker:
     def _follow(self, states: list[list[str]]) -> None:
         proxy = self.proxy
         health = proxy.dispatcher.health
-        now = self.loop.time()
+        now = self.balancer.now()
         for uri, state, cause in states:
             if uri in health and health.state(uri) != state:
                 note = f"{cause}; worker {self.worker} follows worker {LEADER}"

@@ -201,6 +201,13 @@ def trim(table: dict[_K, _V], size: int) -> None:
         del table[next(iter(table))]
 
 
+# A ban ending less than this after the one held is the same ban, not a longer one. Workers
+# share a ban as seconds left; each hop adds its transit time, so without this a shared ban
+# would echo between workers forever, a little longer each time, and an echo still in flight
+# would ban the source again after an operator lifted the ban.
+BAN_SLACK = 0.5
+
+
 class BanTable:
     """Bans by host key, with their ends in a heap so that lifting them costs no scan."""
 
@@ -221,12 +228,12 @@ class BanTable:
     def ban(
         self, key: str, until: float, reason: str, offences: int | None = None
     ) -> BanView | None:
-        """Ban ``key`` until then; the new ban, or None if it already was banned as long.
+        """Ban ``key`` until then; the new ban, or None if it already was banned as long (within ``BAN_SLACK``).
 
         ``offences`` None counts one more than the ban in force, if any.
         """
         old = self._bans.get(key)
-        if old is not None and old.until >= until:
+        if old is not None and old.until + BAN_SLACK >= until:
             return None
         if offences is None:
             offences = 1 if old is None else old.offences + 1
