@@ -2,7 +2,7 @@
 
     routed = preprocess(request, via, source, rules)     # loose routing, Max-Forwards, rport
     refusal = check_route(request, routed, source, rules)  # no open relay (docs/design.md 4)
-    set_name = select_set(request, source, routes, default_set)
+    rule = select_rule(request, source, routes)          # None: the default set
     key = hash_input(request, spec)
 
 Nothing here keeps state: ``RouteRules`` names what routing reads (our names, the registrar front
@@ -241,15 +241,6 @@ def needs_destination(request: Request, routed: Routed, names: LocalNames) -> bo
     if routed.next_hop is not None or not routed.initial or request.method == "CANCEL":
         return False
     return request.method != "OPTIONS" or not is_for_us(request, names)
-
-
-def select_set(
-    request: Request, source: Target, routes: Sequence[RouteRule], default_set: str
-) -> str:
-    """The destination set of a new request: the first route rule that matches, else the
-    default set."""
-    rule = select_rule(request, source, routes)
-    return default_set if rule is None else rule.set_name
 
 
 def select_rule(request: Request, source: Target, routes: Sequence[RouteRule]) -> RouteRule | None:
