@@ -39,7 +39,7 @@ from siplb.sip import DEFAULT_LIMITS, Limits, ParseError, Request, Response, Via
 
 from .actions import Target
 from .context import Context
-from .listeners import DEFAULT_PORTS
+from .registrar import sent_elsewhere
 from .routing import Dispatch, Routed
 from .transaction import ServerTransaction
 
@@ -114,10 +114,7 @@ class MediaUser(Protocol):
 def caller_behind_nat(request: Request, via: Via, source: Target) -> bool:
     """The source is not the top Via's sent-by, or the SDP names a private address that the
     source is not (a private caller on a private network is no sign of NAT)."""
-    port = via.port or DEFAULT_PORTS.get(source.transport, 5060)
-    if via.host != source.host or port != source.port:
-        return True
-    return not is_private(source.host) and is_sdp(request) and names_private(request.body)
+    return sent_elsewhere(via, source) or sdp_behind_nat(request, source)
 
 
 def sdp_behind_nat(message: Request | Response, source: Target) -> bool:

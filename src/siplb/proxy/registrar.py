@@ -76,10 +76,16 @@ def _name_addr(value: bytes, what: str) -> NameAddr:
     return addr
 
 
+def sent_elsewhere(via: Via, source: Target) -> bool:
+    """The message came from an address other than its top Via's sent-by (Kamailio's
+    ``nat_uac_test`` flags 2 and 16): a NAT rewrote its source."""
+    return via.host != source.host or (via.port or DEFAULT_PORTS[source.transport]) != source.port
+
+
 def behind_nat(request: Request, via: Via, source: Target) -> bool:
     """Kamailio's ``nat_uac_test``: the source differs from the Via sent-by (flags 2 and 16), or a
     Contact names a private address (flag 1)."""
-    if via.host != source.host or (via.port or DEFAULT_PORTS[source.transport]) != source.port:
+    if sent_elsewhere(via, source):
         return True
     if is_private(source.host) or not request.has(b"contact"):
         return False  # a private Contact behind a private source is no sign of NAT
