@@ -7,7 +7,10 @@
         uac = lab.caller(subject.address, calls=..., rate=..., hold_ms=...)
 
 The processes come from the end-to-end harness (``tests/e2e``): SIPp with the Record-Route-aware
-scenarios, ``siplb run`` with the harness's config, Kamailio with ``bench/kamailio/dispatcher.cfg``.
+scenarios, ``siplb run`` with the harness's config, Kamailio with the anchor's configuration:
+``bench/kamailio/lean.cfg`` (the same job as siplb and no more: UDP only, warning-level logs, no
+sanity module) or, with ``use_anchor("reference")``, the end-to-end tests' heavier
+``bench/kamailio/dispatcher.cfg`` (also TCP, info-level logs, a per-message log prefix, sanity).
 
 The balancer's CPU time is user + system time of its whole process tree (Kamailio forks its
 workers) read from ``/proc/PID/stat``, including children that already exited; its memory is the
@@ -34,10 +37,40 @@ from e2e.harness import Address
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # the end-to-end caller, tolerant of a 180 that comes after the 200 (see its header)
 CALLER_TEMPLATE = Path(__file__).resolve().parent / "scenarios" / "uac.xml"
-SUBJECTS = ("siplb", "kamailio")
+SUBJECTS = ("siplb", "kamailio")  # the subject under test and its anchor (see ``Anchor``)
+ANCHOR_SIPLB_EXTRA = "[proxy]\ngrace_period = 1.0\n"  # siplb as the anchor: a short drain
 CALLEE_COUNT = 2
-KAMAILIO_SHM_MB = 512  # shared memory for 20,000 held calls' transactions, with room
+KAMAILIO_SHM_MB = 1024  # shared memory for 20,000 held calls' transactions, with room
 KAMAILIO_PKG_MB = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """What siplb is compared with: a Kamailio configuration, or (``config`` None) siplb itself
+    as one process with the harness's config alone (the runs' ``--siplb-proxy`` settings, such
+    as ``workers=2``, go to the subject under test only)."""
+
+    name: str
+    label: str  # the anchor's column in the tables
+    config: Path | None
+    tcp: bool = False  # also listen on TCP (the runs themselves are UDP)
+
+
+ANCHORS = {
+    "lean": Anchor("lean", "Kamailio", kamailio_harness.LEAN_CFG),
+    "reference": Anchor(
+        "reference", "Kamailio (reference cfg)", kamailio_harness.DISPATCHER_CFG, tcp=True
+    ),
+    "one-process": Anchor("one-process", "siplb, 1 process", None),
+}
+_anchor = ANCHORS["lean"]
+
+
+def use_anchor(name: str) -> Anchor:
+    """Make ``name`` (a key of ``ANCHORS``) what the anchor subject (``"kamailio"``) runs."""
+    global _anchor
+    _anchor = ANCHORS[name]
+    return _anchor
 
 
 # --- the balancer's process tree -----------------------------------------------------------------
@@ -156,13 +189,21 @@ class Subject:
 def start_subject(
     name: str, workdir: Path, destinations: Sequence[str], *, siplb_extra: str = ""
 ) -> Subject:
-    """Start ``siplb`` or ``kamailio`` in front of ``destinations`` (SIP URIs)."""
+    """Start ``siplb`` or the anchor (``kamailio``) in front of ``destinations`` (SIP URIs)."""
+    if name == "kamailio" and _anchor.config is None:
+        proc = siplb_harness.start_siplb(workdir, destinations, extra=ANCHOR_SIPLB_EXTRA)
+        return Subject("kamailio", proc.pid, proc.address, proc.stop)
     if name == "siplb":
         proc = siplb_harness.start_siplb(workdir, destinations, extra=siplb_extra)
         return Subject("siplb", proc.pid, proc.address, proc.stop)
     if name == "kamailio":
         kam = kamailio_harness.start_kamailio(
-            destinations, workdir, shm_mb=KAMAILIO_SHM_MB, pkg_mb=KAMAILIO_PKG_MB
+            destinations,
+            workdir,
+            config=_anchor.config,
+            tcp=_anchor.tcp,
+            shm_mb=KAMAILIO_SHM_MB,
+            pkg_mb=KAMAILIO_PKG_MB,
         )
         return Subject("kamailio", kam.pid, kam.address, kam.stop)
     raise ValueError(f"unknown balancer {name!r}; one of {SUBJECTS}")

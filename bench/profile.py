@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS / "profile.txt")
     args = parser.parse_args()
-    py_spy = shutil.which("py-spy")
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
         return 2

@@ -6,10 +6,12 @@
     python bench/run.py --quick              # shorter runs, 1 pair: tries the machinery
     python bench/run.py --smoke              # one short pair at 50 calls/s (about 15 s)
     python bench/run.py --cluster            # siplb as a [cluster] node (a real Redis on loopback)
+    python bench/run.py --anchor reference   # Kamailio with the heavier end-to-end configuration
 
 SIPp (Debian ``sip-tester``) is the caller and two callees; the balancer under test sits in
 between: ``siplb run`` with the end-to-end harness's config (round robin over the two callees,
-OPTIONS probes every second), or Kamailio with ``bench/kamailio/dispatcher.cfg`` (the same job).
+OPTIONS probes every second), or Kamailio with ``bench/kamailio/lean.cfg`` (the same job and no
+more; ``--anchor reference`` runs the end-to-end tests' heavier ``dispatcher.cfg`` instead).
 Runs alternate siplb and Kamailio (A B A B ...); each figure is reported as the siplb/Kamailio
 ratio of every pair, with its minimum, median and maximum (see ``figures.py``).
 
@@ -41,7 +43,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 from figures import SMOKE, Plan, SubjectResult, measure, select  # noqa: E402
-from lab import SUBJECTS  # noqa: E402
+from lab import ANCHORS, SUBJECTS, use_anchor  # noqa: E402
 
 RESULTS = BENCH / "results"
 # siplb's settings for the benchmark beyond the harness's config: a short drain on stop
@@ -82,6 +84,8 @@ def host_info() -> dict[str, Any]:
         "kamailio": _version([kamailio, "-v"]),
         "rmem_max": Path("/proc/sys/net/core/rmem_max").read_text().strip(),
         "siplb_commit": _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        # "compiled" (mypyc, make compile) or "pure": what ``siplb run`` ran
+        "siplb_build": _version([sys.executable, "-m", "siplb", "--version"]),
         "siplb_src": str(REPO / "src"),
     }
 
@@ -122,10 +126,10 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:g}"
 
 
-def table(figures: dict[str, Any]) -> str:
+def table(figures: dict[str, Any], anchor: str = "Kamailio", subject: str = "siplb") -> str:
     lines = [
-        "| figure | siplb (median) | Kamailio (median) | siplb/Kamailio min / median / max "
-        "| target | failed calls siplb / Kamailio |",
+        f"| figure | {subject} (median) | {anchor} (median) | ratio min / median / max "
+        f"| target | failed calls {subject} / {anchor} |",
         "|---|---|---|---|---|---|",
     ]
     for entry in figures.values():
@@ -215,7 +219,10 @@ def rescore_sweep(entry: dict[str, Any]) -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     done = {k: v for k, v in report["figures"].items() if "summary" in v}
-    print(table(done))
+    anchor = ANCHORS[report.get("anchor", {}).get("name", "lean")]
+    extra = report.get("siplb_extra", "").splitlines()
+    subject = ", ".join(["siplb", *(line for line in extra if line.startswith("workers"))])
+    print(table(done, anchor.label, subject))
     if "sweep" in done:
         print()
         print(sweep_curve(done["sweep"]))
@@ -242,6 +249,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="a [proxy] setting for siplb, e.g. overload_backlog=0 (repeatable)",
+    )
+    parser.add_argument(
+        "--anchor",
+        choices=sorted(ANCHORS),
+        default="lean",
+        help="what siplb is compared with: Kamailio's lean configuration (the same job as "
+        "siplb, default) or its reference one, or siplb as one process (with --siplb-proxy "
+        "workers=2: what two workers cost)",
     )
     parser.add_argument(
         "--cluster",
@@ -292,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
 
+    anchor = use_anchor(args.anchor)
     report: dict[str, Any] = {
         "command": " ".join(
             ["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]
@@ -299,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": host_info(),
         "pairs": pairs,
+        "anchor": {
+            "name": anchor.name,
+            "config": str(anchor.config.relative_to(REPO)) if anchor.config else None,
+        },
         "figures": {},
         "complete": False,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from .harness import (
 
 REPO = Path(__file__).resolve().parents[2]
 DISPATCHER_CFG = REPO / "bench" / "kamailio" / "dispatcher.cfg"
+# the benchmark's anchor: the same job as siplb there and no more (UDP only, warning-level logs)
+LEAN_CFG = REPO / "bench" / "kamailio" / "lean.cfg"
 MODULE_DIRS = (
     "/usr/lib/*/kamailio/modules",
     "/usr/lib/kamailio/modules",
@@ -62,8 +65,11 @@ def write_dispatcher_list(path: Path, destinations: Sequence[str], setid: int = 
 
 
 class KamailioProcess:
-    def __init__(self, process: ManagedProcess, host: str, port: int, workdir: Path) -> None:
+    def __init__(
+        self, process: ManagedProcess, host: str, port: int, workdir: Path, ctl_socket: Path
+    ) -> None:
         self.process = process
+        self.ctl_socket = ctl_socket
         self.pid = process.pid
         self.host = host
         self.port = port
@@ -81,7 +87,9 @@ class KamailioProcess:
         return read_tail(self.process.stderr_path, limit)
 
     def stop(self) -> int | None:
-        return self.process.stop()
+        code = self.process.stop()
+        self.ctl_socket.unlink(missing_ok=True)
+        return code
 
 
 def start_kamailio(
@@ -96,8 +104,10 @@ def start_kamailio(
     shm_mb: int = 64,
     pkg_mb: int = 8,
     name: str = "kamailio",
+    tcp: bool = True,
 ) -> KamailioProcess:
-    """Start Kamailio on host:port (UDP and TCP) in front of `destinations` (SIP URIs)."""
+    """Start Kamailio on host:port (UDP, and TCP unless ``tcp=False``) in front of
+    `destinations` (SIP URIs)."""
     binary = kamailio_binary()
     modules = kamailio_module_dir()
     port = port if port is not None else free_port(host)
@@ -106,6 +116,8 @@ def start_kamailio(
     ds_list = home / "dispatcher.list"
     write_dispatcher_list(ds_list, destinations)
     listen = f"[{host}]" if ":" in host else host
+    # a unix socket's path is short (104 bytes): not under a deep work directory
+    ctl_socket = Path(tempfile.gettempdir()) / f"siplb-kamctl-{port}"
     argv = [
         binary,
         "-DD",
@@ -122,10 +134,11 @@ def start_kamailio(
         f"DS_PING_INTERVAL={ping_interval}",
         "-A",
         f"FR_TIMER={fr_timer_ms}",
+        "-A",
+        f'CTL_SOCKET="unix:{ctl_socket}"',
         "-l",
         f"udp:{listen}:{port}",
-        "-l",
-        f"tcp:{listen}:{port}",
+        *(["-l", f"tcp:{listen}:{port}"] if tcp else []),
         "-w",
         str(home),
         "-Y",
@@ -139,9 +152,10 @@ def start_kamailio(
     ]
     process = ManagedProcess(name, argv, cwd=home)
     try:
-        wait_bound(host, port, "tcp", timeout=10.0, process=process)
+        wait_bound(host, port, "tcp" if tcp else "udp", timeout=10.0, process=process)
         wait_sip_ready((host, port), timeout=10.0, process=process)
     except HarnessError:
         process.stop()
+        ctl_socket.unlink(missing_ok=True)
         raise
-    return KamailioProcess(process, host, port, home)
+    return KamailioProcess(process, host, port, home, ctl_socket)
