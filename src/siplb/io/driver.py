@@ -160,7 +160,11 @@ class Driver:
         its port. Which listener each of its addresses is: ``add_address``."""
         enable_errors(sock)
         self._readers[index] = UdpReader(
-            self.loop, sock, functools.partial(self._arrived, index), self._unreachable
+            self.loop,
+            sock,
+            functools.partial(self._arrived, index),
+            self._unreachable,
+            arrivals=True,
         )
         self._arrivals[index] = {}
         self._add_udp_socket(index, sock)

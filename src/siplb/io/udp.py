@@ -311,28 +311,40 @@ class UdpReader:
         sock: socket.socket,
         on_datagram: ArrivalReceiver,
         on_errors: Callable[[list[Unreachable]], None],
+        *,
+        arrivals: bool = False,
     ) -> None:
         self.sock = sock
         self._loop = loop
         self._on_datagram = on_datagram
         self._on_errors = on_errors
+        self._arrivals = arrivals  # a wildcard socket: read each datagram's local address
         self._epoll = select.epoll()
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         loop.add_reader(self._epoll.fileno(), self._ready)
 
     def _ready(self) -> None:
-        if any(mask & select.EPOLLERR for _, mask in self._epoll.poll(0)):
-            self._errors()
         sock = self.sock
-        for _ in range(READ_BATCH):
+        receive = self._on_datagram
+        arrivals = self._arrivals
+        for count in range(READ_BATCH):
             try:
-                data, ancdata, _, addr = sock.recvmsg(65535, _ANCILLARY)
+                if arrivals:
+                    data, ancdata, _, addr = sock.recvmsg(65535, _ANCILLARY)
+                    local = arrival(ancdata)
+                else:
+                    data, addr = sock.recvfrom(65535)
+                    local = None
             except (BlockingIOError, InterruptedError):
+                # Woken with nothing to read: the error queue alone may hold something (its
+                # error already reported to a send). Looked at only then, not per datagram.
+                if count == 0 and any(mask & select.EPOLLERR for _, mask in self._epoll.poll(0)):
+                    self._errors()
                 return
             except OSError:  # a queued ICMP error, reported once as the socket's error
                 self._errors()
                 continue
-            self._on_datagram(data, (addr[0], addr[1]), arrival(ancdata))
+            receive(data, (addr[0], addr[1]), local)
 
     def _errors(self) -> None:
         found = read_errors(self.sock).unreachable
