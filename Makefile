@@ -4,22 +4,36 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived dnsmasq-base rtpengine-daemon systemd sngrep
+APT_PACKAGES := gcc sip-tester kamailio chromium openssl iproute2 iptables nftables redis-server redis-sentinel exabgp bird2 keepalived dnsmasq-base rtpengine-daemon systemd sngrep
 
-.PHONY: demo test lint typecheck pytest e2e system-deps venv bench bench-media bench-parse fuzz clean screenshots
+.PHONY: demo test lint typecheck compile pytest pytest-pure e2e system-deps venv bench bench-media bench-parse fuzz clean screenshots
 
-demo: $(STAMP)
+demo: $(STAMP) compile
 	$(BIN)/siplb demo
 
-test: system-deps $(STAMP) lint typecheck pytest
+test: system-deps $(STAMP) lint typecheck compile pytest-pure pytest
 
-$(STAMP): pyproject.toml
+# The editable install is plain Python; `compile` builds the pure packages with mypyc in place
+# (src/siplb/{sip,proxy,dispatch,cluster}/*.so, about 80 s), again whenever a source changed.
+# A source edited since is run as plain Python until then (src/siplb/__init__.py).
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=77' wheel
+	SIPLB_PURE=1 $(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+COMPILED_SOURCES := $(wildcard src/siplb/sip/*.py src/siplb/proxy/*.py src/siplb/dispatch/*.py src/siplb/cluster/*.py)
+COMPILED_STAMP := build/.compiled
+
+$(COMPILED_STAMP): $(STAMP) setup.py $(COMPILED_SOURCES)
+	mkdir -p build
+	$(BIN)/python setup.py --quiet build_ext --inplace --force --build-temp build/temp >build/compile.log 2>&1 \
+	  || (tail -30 build/compile.log; exit 1)
+	touch $(COMPILED_STAMP)
+
+compile: system-deps $(COMPILED_STAMP)
 
 # SIPp and Kamailio are the real peers of the end-to-end tests, Chromium the browser the
 # dashboard tests drive through Playwright (Debian packages; Playwright downloads no browser);
@@ -33,8 +47,10 @@ venv: $(STAMP)
 # (no kernel module, no config file: its systemd unit never runs).
 # systemd brings systemd-analyze, which verifies packaging/siplb.service offline (no systemd runs).
 # sngrep is the HEP collector the capture tests start on a loopback port (no capture device).
+# gcc compiles the C that mypyc makes of the pure packages (`make compile`).
 system-deps:
 	@missing=""; \
+	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || missing="$$missing kamailio"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
@@ -67,8 +83,17 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/siplb
 
 # pytest exits 5 when it collects no test: make treats that as the failure it is.
-pytest: $(STAMP)
-	$(BIN)/python -m pytest --cov=siplb --cov-branch --cov-report=term -p no:cacheprovider
+# The whole suite runs on the compiled build; the pure packages' own tests run once more as
+# plain Python first (their coverage is counted there: compiled code is not traced).
+PURE_TESTS := tests/sip tests/proxy tests/dispatch tests/cluster tests/test_build.py
+
+pytest: $(STAMP) $(COMPILED_STAMP)
+	SIPLB_BUILD=compiled $(BIN)/python -m pytest --cov=siplb --cov-branch --cov-append \
+	  --cov-report=term -p no:cacheprovider
+
+pytest-pure: $(STAMP)
+	SIPLB_PURE=1 SIPLB_BUILD=pure $(BIN)/python -m pytest --cov=siplb --cov-branch \
+	  --cov-report= -p no:cacheprovider -q $(PURE_TESTS)
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e tests/media_calls -v

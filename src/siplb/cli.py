@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from siplb import __version__
+from siplb import __version__, build_kind
 from siplb.cli_bond import bond
 from siplb.cli_help import HelpGroup
 from siplb.config import ConfigError, load_config
@@ -20,7 +20,9 @@ from siplb.words import plural
 
 
 @click.group(cls=HelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="siplb")
+@click.version_option(
+    __version__, prog_name="siplb", message="%(prog)s %(version)s (" + build_kind() + ")"
+)
 def main() -> None:
     """siplb: a SIP load balancer for farms of PBXs, registrars and proxies."""
 

@@ -185,16 +185,6 @@ def test_enabled_clears_the_override() -> None:
     assert (snap.admin, snap.state, snap.cause) == (None, UP, "admin enabled")
 
 
-def test_admin_takes_plain_values() -> None:
-    table = table_at("up")
-    table.set_admin(URI, "disabled", 1.0)  # type: ignore[arg-type]
-    assert (table.state(URI), table.admin(URI)) == (DIS, AdminState.DISABLED)
-    table.set_admin(URI, "enabled", 2.0)  # type: ignore[arg-type]
-    assert (table.state(URI), table.admin(URI)) == (UP, None)
-    with pytest.raises(ValueError, match="bogus"):
-        table.set_admin(URI, "bogus", 3.0)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(
     ("start", "active", "drained"),
     [("draining", 0, True), ("draining", 3, False), ("up", 0, False), ("disabled", 0, False)],

@@ -74,6 +74,8 @@ class Network:
         self.lost: list[Send] = []  # sends to an address nobody has
         self.unreachable: set[Target] = set()  # sends there become transport errors
         self.to_itself = 0  # what the proxy sent to its own listeners (it gets them back)
+        # run after each drain of ``proxy.out``, like the shell's flush (e.g. the media asks)
+        self.after_drain: list[Callable[[], None]] = []
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
 
@@ -155,6 +157,8 @@ class Network:
             out.clear()
             for send in sends:
                 self._deliver(send)
+        for hook in self.after_drain:
+            hook()
 
     def _deliver(self, send: Send) -> None:
         now = self.clock.now

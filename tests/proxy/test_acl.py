@@ -6,7 +6,6 @@ from ipaddress import ip_network
 
 import pytest
 
-from siplb.proxy import acl
 from siplb.proxy.acl import AccessControl, HostPolicy, NetworkSet, host_key, parse_host
 from siplb.settings import AclRule, IPNetwork
 
@@ -132,9 +131,8 @@ def test_blocked_and_trusted_sources(host: str, blocked: bool, trusted: bool) ->
     assert (policy.blocked, policy.trusted) == (blocked, trusted)
 
 
-def test_the_cache_is_bounded_and_pushes_out_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(acl, "CACHE_SIZE", 100)
-    control = AccessControl()
+def test_the_cache_is_bounded_and_pushes_out_the_oldest() -> None:
+    control = AccessControl(cache_size=100)
     first = control.policy("10.0.0.0")
     for i in range(1, 1000):
         control.policy(f"10.0.{i // 256}.{i % 256}")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from siplb.proxy.forwarding import Forwarding
-from siplb.proxy.timers import TimerHeap
+from siplb.proxy.timers import COMPACT_SLACK, TimerHeap
 from siplb.proxy.transaction import ClientTransaction, ServerTransaction, TxState
 
 from .harness import UAC, Call, Lab, Script, make_lab
@@ -142,10 +142,10 @@ def test_the_heap_sheds_stale_entries() -> None:
     kept = list(_many(10))
     for i, obj in enumerate(kept):
         heap.schedule(obj, 100.0 + i)
-    for obj in _many(5 * TimerHeap.COMPACT_SLACK):  # scheduled far ahead, then cancelled
+    for obj in _many(5 * COMPACT_SLACK):  # scheduled far ahead, then cancelled
         heap.schedule(obj, 1000.0)
         heap.schedule(obj, None)
-    assert len(heap) <= 2 * len(kept) + TimerHeap.COMPACT_SLACK + 1
+    assert len(heap) <= 2 * len(kept) + COMPACT_SLACK + 1
     heap.run_due(2000.0)
     assert [obj.fired for obj in kept] == [[2000.0]] * len(kept)
     assert heap.next_deadline() is None

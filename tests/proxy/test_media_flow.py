@@ -94,17 +94,6 @@ class FakeEngine:
         return [ask.op for ask in self.asks]
 
 
-class AskList(list[MediaAsk]):
-    """The core's ``media_asks``: each ask reaches the engine as it is made."""
-
-    def __init__(self, engine: FakeEngine) -> None:
-        super().__init__()
-        self.engine = engine
-
-    def append(self, ask: MediaAsk) -> None:
-        self.engine.take(ask)
-
-
 class SdpUAS(UAS):
     """A callee that puts ``body`` in its answers of the statuses in ``with_sdp``."""
 
@@ -157,7 +146,15 @@ def media_lab(
     proxy = lab.proxy
     flow: Flow[Parked] = Flow(max_waiting=max_waiting)
     anchor = MediaAnchor(policy or Policy(), proxy.context, proxy, listener_names=names, flow=flow)
-    anchor.asks = proxy.media_asks = AskList(engine)
+    anchor.asks = proxy.media_asks
+
+    def run_asks() -> None:  # the shell's flush: each ask reaches the engine
+        asks = proxy.media_asks[:]
+        proxy.media_asks.clear()
+        for ask in asks:
+            engine.take(ask)
+
+    lab.net.after_drain.append(run_asks)
     proxy.media = anchor
     proxy.context.media = anchor
     return lab, engine

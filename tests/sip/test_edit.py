@@ -215,6 +215,6 @@ def test_build_refuses_bad_headers() -> None:
     with pytest.raises(LocalProtocolError):
         Request.build("OPTIONS", b"sip:a@b", [(b"Bad Name", b"x")])
     with pytest.raises(LocalProtocolError):
-        Request("OPTIONS", b"sip:a@b", [b"via"], [b"no colon here"])
+        Request.from_lines("OPTIONS", b"sip:a@b", [b"via"], [b"no colon here"])
     with pytest.raises(LocalProtocolError):
-        Request("OPTIONS", b"sip:a@b", [b"via", b"to"], [b"Via: x"])
+        Request.from_lines("OPTIONS", b"sip:a@b", [b"via", b"to"], [b"Via: x"])

@@ -19,22 +19,53 @@ tick whatever the number of calls. Alone (nothing drains) nothing is journaled.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice
+from typing import Final
 
 JOURNAL_LIMIT = 50_000  # keys journaled per set (established, ended) between two drains
 
 
-@dataclass(frozen=True, slots=True)
 class CallEntry:
-    """One live call. ``seen`` is the time of the last setup attempt, 2xx or in-dialog activity."""
+    """One live call. ``seen`` is the time of the last setup attempt, 2xx or in-dialog activity.
 
-    key: Hashable
-    uri: str
-    started: float
-    seen: float
-    confirmed: bool = False  # a 2xx answered the INVITE
-    acked: bool = False  # the 2xx's ACK passed
+    A plain class (a new one per change, never changed in place): made several times per call,
+    which a compiled build does natively."""
+
+    __slots__ = ("acked", "confirmed", "key", "seen", "started", "uri")
+
+    def __init__(
+        self,
+        key: Hashable,
+        uri: str,
+        started: float,
+        seen: float,
+        confirmed: bool = False,  # a 2xx answered the INVITE
+        acked: bool = False,  # the 2xx's ACK passed
+    ) -> None:
+        self.key: Final = key
+        self.uri: Final = uri
+        self.started: Final = started
+        self.seen: Final = seen
+        self.confirmed: Final = confirmed
+        self.acked: Final = acked
+
+    def _fields(self) -> tuple[Hashable, str, float, float, bool, bool]:
+        return (self.key, self.uri, self.started, self.seen, self.confirmed, self.acked)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CallEntry):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # compared, never hashed
+
+    def __repr__(self) -> str:
+        key, uri, started, seen, confirmed, acked = self._fields()
+        return (
+            f"CallEntry(key={key!r}, uri={uri!r}, started={started!r}, seen={seen!r}, "
+            f"confirmed={confirmed!r}, acked={acked!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +108,14 @@ class CallAccounting:
         if entry is None or entry.confirmed:
             return
         self._unlink(key)
-        self._link(replace(entry, uri=new_uri, seen=now))
+        self._link(CallEntry(entry.key, new_uri, entry.started, now, entry.confirmed, entry.acked))
 
     def confirmed(self, key: Hashable, now: float) -> None:
         """A 2xx answered the INVITE; a retransmitted 2xx counts once."""
         entry = self._calls.get(key)
         if entry is None or entry.confirmed:
             return
-        self._calls[key] = replace(entry, seen=now, confirmed=True)
+        self._calls[key] = CallEntry(key, entry.uri, entry.started, now, True, entry.acked)
         self._confirmed_total[entry.uri] = self._confirmed_total.get(entry.uri, 0) + 1
         if self._journaling:
             self._ended.pop(key, None)
@@ -94,14 +125,15 @@ class CallAccounting:
         """The ACK of the 2xx passed: the dialog is confirmed (RFC 3261 13.2.2.4)."""
         entry = self._calls.get(key)
         if entry is not None and entry.confirmed and not entry.acked:
-            self._calls[key] = replace(entry, seen=now, acked=True)
+            self._calls[key] = CallEntry(key, entry.uri, entry.started, now, True, True)
 
     def touch(self, key: Hashable, now: float) -> None:
         """In-dialog activity (a re-INVITE, an UPDATE) keeps a long call from expiring; after a
         2xx it also shows the dialog is up, as its ACK would."""
         entry = self._calls.get(key)
         if entry is not None:
-            self._calls[key] = replace(entry, seen=now, acked=entry.confirmed)
+            confirmed = entry.confirmed
+            self._calls[key] = CallEntry(key, entry.uri, entry.started, now, confirmed, confirmed)
             if entry.confirmed and self._journaling:
                 self._journal(self._established, key)  # its expiry moved
 

@@ -111,7 +111,7 @@ class HostPolicy:
 class AccessControl:
     """Blocklist, trusted networks, destinations and ACL rules, decided per host and cached."""
 
-    __slots__ = ("_blocked", "_cache", "_destinations", "_rules", "_trusted")
+    __slots__ = ("_blocked", "_cache", "_cache_size", "_destinations", "_rules", "_trusted")
 
     def __init__(
         self,
@@ -120,8 +120,10 @@ class AccessControl:
         blocked: Iterable[IPNetwork] = (),
         trusted: Iterable[IPNetwork] = (),
         destinations: Iterable[str] = (),
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         self._cache: dict[str, HostPolicy] = {}
+        self._cache_size = cache_size
         self._rules: tuple[CompiledRule, ...] = ()
         self._blocked = NetworkSet(())
         self._trusted = NetworkSet(())
@@ -159,7 +161,7 @@ class AccessControl:
         policy = self._cache.get(host)
         if policy is None:
             policy = self.decide(host)
-            trim(self._cache, CACHE_SIZE - 1)  # the oldest entry goes
+            trim(self._cache, self._cache_size - 1)  # the oldest entry goes
             self._cache[host] = policy
         return policy
 

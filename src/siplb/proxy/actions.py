@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Final
 
 from siplb.cluster import Member
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
     """A next hop: transport and address (host may be a DNS name for the shell to resolve).
 
     ``flow`` marks a phone's own flow (RFC 5626): over TCP/TLS the shell sends on the phone's
     existing connection and never opens one (a Target compares equal with or without it).
+
+    A plain class and not a dataclass, like ``Send``: several are made per message, and a
+    compiled build constructs, compares and hashes a plain class natively. Read-only (``Final``).
     """
 
-    transport: str  # "udp" | "tcp" | "tls"
-    host: str
-    port: int
-    flow: bool = field(default=False, compare=False)
+    __slots__ = ("flow", "host", "port", "transport")
+    __match_args__ = ("transport", "host", "port")
+
+    def __init__(self, transport: str, host: str, port: int, flow: bool = False) -> None:
+        self.transport: Final = transport  # "udp" | "tcp" | "tls"
+        self.host: Final = host
+        self.port: Final = port
+        self.flow: Final = flow
 
     @property
     def reliable(self) -> bool:
@@ -28,18 +35,52 @@ class Target:
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Target):
+            return NotImplemented
+        return (
+            self.port == other.port
+            and self.host == other.host
+            and self.transport == other.transport
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.transport, self.host, self.port))
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
 
+    def __repr__(self) -> str:
+        flow = ", flow=True" if self.flow else ""
+        return f"Target({self.transport!r}, {self.host!r}, {self.port!r}{flow})"
 
-@dataclass(frozen=True, slots=True)
+
 class Send:
     """Send ``data`` to ``target`` from local listener number ``listener``."""
 
-    data: bytes
-    target: Target
-    listener: int
+    __slots__ = ("data", "listener", "target")
+    __match_args__ = ("data", "target", "listener")
+
+    def __init__(self, data: bytes, target: Target, listener: int) -> None:
+        self.data: Final = data
+        self.target: Final = target
+        self.listener: Final = listener
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Send):
+            return NotImplemented
+        return (self.data, self.target, self.listener) == (
+            other.data,
+            other.target,
+            other.listener,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.data, self.target, self.listener))
+
+    def __repr__(self) -> str:
+        return f"Send({self.data!r}, {self.target!r}, {self.listener})"
 
 
 @dataclass(frozen=True, slots=True)

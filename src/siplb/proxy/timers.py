@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,10 @@ class Timed(Protocol):
     def on_timer(self, now: float) -> None: ...
 
 
+# stale entries allowed past twice the live ones before the heap is rebuilt
+COMPACT_SLACK: Final = 1024
+
+
 class TimerHeap:
     """Deadlines of many objects; an object has one live deadline, older entries are skipped.
 
@@ -44,8 +48,6 @@ class TimerHeap:
     heap is rebuilt from the live ones (amortised: at most once per ``live + COMPACT_SLACK``
     schedules).
     """
-
-    COMPACT_SLACK = 1024
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Timed]] = []
@@ -65,7 +67,7 @@ class TimerHeap:
         if when is not None:
             heap = self._heap
             heapq.heappush(heap, (when, next(self._seq), obj))
-            if len(heap) > 2 * self._live + self.COMPACT_SLACK:
+            if len(heap) > 2 * self._live + COMPACT_SLACK:
                 self._compact()
 
     def _compact(self) -> None:

@@ -58,23 +58,9 @@ class Message:
     _raw: bytes
     body: bytes
 
-    def _init_headers(self, keys: list[bytes], lines: list[bytes], body: bytes) -> None:
-        if len(keys) != len(lines):
-            raise LocalProtocolError("one key per header line")
-        names: list[bytes] = []
-        values: list[bytes] = []
-        for line in lines:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                raise LocalProtocolError(f"header line without a colon: {line!r}")
-            names.append(name)
-            values.append(value)
-        self._keys = keys
-        self._names = names
-        self._values = values
-        self._index = None
+    def _set_body(self, body: bytes) -> None:
         self.body = body
-        self._raw = _assemble(self.start_line(), names, values, body)
+        self._raw = _assemble(self.start_line(), self._names, self._values, body)
 
     # ---- reading -------------------------------------------------------------------------
     def start_line(self) -> bytes:
@@ -342,20 +328,37 @@ class Request(Message):
         self,
         method: str,
         uri: bytes,
+        version: bytes,
         keys: list[bytes],
-        lines: list[bytes],
-        body: bytes = b"",
-        raw: bytes | None = None,
-        version: bytes = b"SIP/2.0",
+        names: list[bytes],
+        values: list[bytes],
+        index: dict[bytes, int] | None = None,
     ) -> None:
-        """A request from canonical keys and whole header lines (``name: value``).
-
-        ``raw`` is accepted for compatibility and ignored: the bytes are assembled from the parts.
-        """
+        """A request without ``body`` and ``_raw`` (the caller sets both): the parser's and the
+        editor's constructor. A request from header lines: ``from_lines``."""
         self.method = method
         self.uri = uri
         self.version = version
-        self._init_headers(keys, lines, body)
+        self._keys = keys
+        self._names = names
+        self._values = values
+        self._index = index
+
+    @classmethod
+    def from_lines(
+        cls,
+        method: str,
+        uri: bytes,
+        keys: list[bytes],
+        lines: list[bytes],
+        body: bytes = b"",
+        version: bytes = b"SIP/2.0",
+    ) -> Request:
+        """A request from canonical keys and whole header lines (``name: value``)."""
+        names, values = _split_lines(keys, lines)
+        out = cls(method, uri, version, keys, names, values)
+        out._set_body(body)
+        return out
 
     @classmethod
     def build(
@@ -363,7 +366,7 @@ class Request(Message):
     ) -> Request:
         """A new request from (name, value) pairs (for tests and locally generated requests)."""
         keys, lines = _pairs_to_lines(headers)
-        return cls(method, uri, keys, lines, body)
+        return cls.from_lines(method, uri, keys, lines, body)
 
     def start_line(self) -> bytes:
         return b" ".join((self.method.encode("ascii"), self.uri, self.version))
@@ -406,24 +409,44 @@ class Response(Message):
         self,
         status: int,
         reason: bytes,
+        version: bytes,
         keys: list[bytes],
-        lines: list[bytes],
-        body: bytes = b"",
-        raw: bytes | None = None,
-        version: bytes = b"SIP/2.0",
+        names: list[bytes],
+        values: list[bytes],
+        index: dict[bytes, int] | None = None,
     ) -> None:
-        """A response from canonical keys and whole header lines (``raw`` is ignored)."""
+        """A response without ``body`` and ``_raw`` (the caller sets both); from header lines:
+        ``from_lines``."""
         self.status = status
         self.reason = reason
         self.version = version
-        self._init_headers(keys, lines, body)
+        self._keys = keys
+        self._names = names
+        self._values = values
+        self._index = index
+
+    @classmethod
+    def from_lines(
+        cls,
+        status: int,
+        reason: bytes,
+        keys: list[bytes],
+        lines: list[bytes],
+        body: bytes = b"",
+        version: bytes = b"SIP/2.0",
+    ) -> Response:
+        """A response from canonical keys and whole header lines (``name: value``)."""
+        names, values = _split_lines(keys, lines)
+        out = cls(status, reason, version, keys, names, values)
+        out._set_body(body)
+        return out
 
     @classmethod
     def build(
         cls, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b""
     ) -> Response:
         keys, lines = _pairs_to_lines(headers)
-        return cls(status, reason, keys, lines, body)
+        return cls.from_lines(status, reason, keys, lines, body)
 
     def start_line(self) -> bytes:
         return b"%s %d %s" % (self.version, self.status, self.reason)
@@ -440,9 +463,6 @@ class Response(Message):
         return f"<Response {self.status} {self.reason.decode('latin-1')}>"
 
 
-_new: Final = object.__new__
-
-
 def make_request(
     method: str,
     uri: bytes,
@@ -453,15 +473,7 @@ def make_request(
     index: dict[bytes, int] | None = None,
 ) -> Request:
     """A request without ``body`` and ``_raw``; the caller sets both (the parser's constructor)."""
-    out: Request = _new(Request)
-    out.method = method
-    out.uri = uri
-    out.version = version
-    out._keys = keys
-    out._names = names
-    out._values = values
-    out._index = index
-    return out
+    return Request(method, uri, version, keys, names, values, index)
 
 
 def make_response(
@@ -474,15 +486,7 @@ def make_response(
     index: dict[bytes, int] | None = None,
 ) -> Response:
     """A response without ``body`` and ``_raw``; the caller sets both."""
-    out: Response = _new(Response)
-    out.status = status
-    out.reason = reason
-    out.version = version
-    out._keys = keys
-    out._names = names
-    out._values = values
-    out._index = index
-    return out
+    return Response(status, reason, version, keys, names, values, index)
 
 
 def first_positions(keys: list[bytes]) -> dict[bytes, int]:
@@ -514,6 +518,21 @@ def _checked_key(name: bytes, value: bytes) -> bytes:
     if 13 in value or 10 in value:
         raise LocalProtocolError(f"line break in a header value: {value!r}")
     return key
+
+
+def _split_lines(keys: list[bytes], lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """The names and values of whole header lines, one canonical key each."""
+    if len(keys) != len(lines):
+        raise LocalProtocolError("one key per header line")
+    names: list[bytes] = []
+    values: list[bytes] = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise LocalProtocolError(f"header line without a colon: {line!r}")
+        names.append(name)
+        values.append(value)
+    return names, values
 
 
 def _pairs_to_lines(headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:

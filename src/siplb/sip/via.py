@@ -62,8 +62,14 @@ class Via:
         port: int | None = None,
         params: Params | None = None,
         protocol: str = "SIP/2.0",
+        match: re.Match[bytes] | None = None,
     ) -> None:
-        self._m = None
+        """A Via from its parts; the parser's fast path gives only its ``match`` (the parts are
+        decoded from it when read)."""
+        self._m = match
+        if match is not None:
+            self._params = None
+            return
         self._transport = transport
         self._host = host
         self._port = port
@@ -179,17 +185,11 @@ class Via:
         return f"Via({self.to_bytes().decode('latin-1')!r})"
 
 
-_new: Final = object.__new__
-
-
 def parse_via(value: bytes) -> Via:
     """Parse one via-parm (one element of a Via header value)."""
     m = _VIA_FAST_RE.fullmatch(value)
     if m is not None:
-        via: Via = _new(Via)
-        via._m = m
-        via._params = None
-        return via
+        return Via("", "", match=m)
     return _parse_via_slow(value)
 
 
@@ -206,12 +206,8 @@ def _parse_via_slow(value: bytes) -> Via:
         raise ParseError("malformed Via port")
     raw = value[m.end() :]
     parse_params(raw, "Via")  # the syntax now; the meaning when read
-    via: Via = _new(Via)
-    via._m = None
-    via._transport = _TRANSPORTS.get(transport.upper()) or transport.decode("ascii").upper()
-    via._host = _host_text(host)
-    via._port = port_num
-    via._protocol = "SIP/2.0"
+    transport_text = _TRANSPORTS.get(transport.upper()) or transport.decode("ascii").upper()
+    via = Via(transport_text, _host_text(host), port_num)
     via._raw = raw
     via._params = None
     return via
