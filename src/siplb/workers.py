@@ -12,6 +12,12 @@ ownership rule and the same sealed channel format as nodes. What the workers sha
   (``siplb.io.shared``) every ``CALLS_INTERVAL`` and after each flush that changed them, and
   tells its core the other workers' totals (``told_calls``). ``max_calls`` is shared by capacity
   leases (``siplb.cluster.leases``) granted under the parent's lock (``told_limits``).
+- **Backlog.** Each worker's receive queues (its listeners' sockets and its hand-over queue,
+  the channel socket) are reported in shared memory every ``BACKLOG_INTERVAL``, and its core is
+  told the fullest of the node's (``SharedCallCounts.node_backlog``): a worker that is behind
+  holds answers and hand-overs for every worker, so all of them refuse the new calls they own
+  until it has caught up. A worker silent for ``BACKLOG_LATE`` counts as full; one silent for
+  ``BACKLOG_FORGET`` is forgotten.
 - **Health.** Worker 0 decides: it alone sends OPTIONS probes; the others' cores report what
   their traffic shows as ``PassiveObserved`` (worker 0 is every destination's health owner),
   which they send it; it sends every worker the resulting states (at once on a change, and
@@ -89,6 +95,8 @@ class Worker:
             after_flush=self._after_flush,
             peers=self,
         )
+        self.balancer.driver.node_backlog = self._node_backlog
+        self.backlog = 0.0  # this worker's own fill at its last report: listeners, hand-overs
         self.leases = Leases(self.workers)
         self._caps: dict[str, int] = {}
         self.peer_stats: dict[int, dict[str, Any]] = {}  # worker 0: the others' counters
@@ -137,6 +145,7 @@ class Worker:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self.counts.clear_backlog(self.worker)  # stopped, not behind
         self.link.close()
 
     def _every(self, interval: float, action: Callable[[], None]) -> None:
@@ -157,6 +166,15 @@ class Worker:
     def _on_datagram(self, listener: int, source: tuple[str, int], data: bytes) -> None:
         if self.balancer.proxy is not None and 0 <= listener < len(self.balancer.listeners):
             self.balancer.driver.datagram(listener, data, source)
+
+    # ---- backlog: the fullest queue of the node ---------------------------------------------
+    def _node_backlog(self, fill: float, now: float) -> float:
+        """Every ``BACKLOG_INTERVAL`` (the driver, with its listeners' ``fill``): add the
+        hand-over queue, report it, and return the node's figure for the core."""
+        own = max(fill, self.link.backlog())
+        self.backlog = own
+        self.counts.report_backlog(self.worker, own, now)
+        return self.counts.node_backlog(self.worker, own, now)
 
     # ---- calls: published, told, and capped by leases --------------------------------------
     def _after_flush(self) -> None:
@@ -309,6 +327,7 @@ class Worker:
             "rejected": {k[len("rejected_") :]: n for k, n in link.items() if "rejected_" in k},
             "drops": dict(traffic.drops) if traffic.drops is not None else {},
             "pending": traffic.pending,
+            "backlog": round(self.backlog, 4),
         }
 
 

@@ -103,6 +103,9 @@ class Driver:
         # where datagrams owned by another member go (None: nowhere; the sender retransmits)
         self.on_handover = on_handover
         self.after_flush = after_flush  # the shell's look at the core after each flush
+        # workers = N: (this process's receive-buffer fill, now) -> the node's, which the core
+        # acts on (``siplb.workers``); None: its own
+        self.node_backlog: Callable[[float, float], float] | None = None
         # where calls in setup made and ended here go (anycast: the other nodes)
         self.on_setups: Callable[[list[CallNote]], None] | None = None
         self.pool = ConnectionPool(
@@ -308,7 +311,10 @@ class Driver:
         core = self.core
         assert core is not None
         fill = max((receive_backlog(sock) for sock in self._udp_sockets), default=0.0)
-        core.report_backlog(fill, self.now())
+        now = self.now()
+        if self.node_backlog is not None:
+            fill = self.node_backlog(fill, now)
+        core.report_backlog(fill, now)
         self._icmp_budget = ICMP_BUDGET
         found = [item for sock in self._udp_sockets for item in read_errors(sock).unreachable]
         if found:  # an error a receive never reported (the loop only asks on an event)

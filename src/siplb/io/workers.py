@@ -14,6 +14,10 @@ the workers' control messages (health states, passive health inputs, admin actio
 frame is sealed (``siplb.cluster.channel``, the format nodes use between hosts) with a secret
 the parent draws at each start and hands to the workers with the sockets; ``WorkerLink`` seals,
 opens and counts the frames it rejects.
+
+A worker's channel socket is its hand-over queue, a second receive queue beside its listeners':
+it gets the receive buffer of the largest UDP listener, so that a fill fraction means about the
+same wait in either, and the worker watches its fill with theirs (``WorkerLink.backlog``).
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from typing import Any
 
 from siplb.cluster import Member
 from siplb.cluster.channel import Opened, Opener, Sealer
+from siplb.io.driver import receive_backlog
 from siplb.io.udp import UdpEndpoint, bind_udp
 from siplb.logs import ListenerError
 
 log = logging.getLogger("siplb")
 
-CHANNEL_BUFFER = 4 * 1024 * 1024
+CHANNEL_BUFFER = 4 * 1024 * 1024  # without a UDP listener (only control messages then)
 SECRET_SIZE = 32  # bytes of os.urandom, drawn by the parent at each start
 
 # the two kinds of frame on a worker's channel socket (the sealed frame's ``kind``)
@@ -112,6 +117,10 @@ class WorkerLink:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+    def backlog(self) -> float:
+        """How full this worker's hand-over queue (its channel socket) is, 0-1."""
+        return receive_backlog(self.sockets.channels[self.me.worker])
 
     def hand_over(self, worker: int, listener: int, source: tuple[str, int], data: bytes) -> None:
         self.stats["handed_over"] += 1
@@ -190,9 +199,10 @@ def open_worker_sockets(
     listeners: Sequence[tuple[int, str, int, int]], workers: int
 ) -> WorkerSockets:
     """For each UDP listener ``(index, host, port, recv_buffer)`` a SO_REUSEPORT group of
-    ``workers`` sockets spread at random; one loopback channel socket per worker; and this
-    start's channel secret."""
+    ``workers`` sockets spread at random; one loopback channel socket per worker, with the
+    largest listener's buffer; and this start's channel secret."""
     out = WorkerSockets({}, [], [], os.urandom(SECRET_SIZE))
+    channel_buffer = max((buffer for *_, buffer in listeners), default=CHANNEL_BUFFER)
     try:
         for index, host, port, recv_buffer in listeners:
             group = out.udp.setdefault(index, [])
@@ -205,7 +215,7 @@ def open_worker_sockets(
                 port = sock.getsockname()[1]  # port 0: every member takes the first one's port
             attach_random_steering(group[0], workers)
         for _ in range(workers):
-            channel = bind_udp("127.0.0.1", 0, CHANNEL_BUFFER)
+            channel = bind_udp("127.0.0.1", 0, channel_buffer)
             out.channels.append(channel)
             out.channel_addresses.append(("127.0.0.1", int(channel.getsockname()[1])))
     except OSError:
