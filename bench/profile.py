@@ -70,6 +70,9 @@ def summarize(collapsed: Path, top: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument(
+        "--native", action="store_true", help="also sample C frames (the compiled build's code)"
+    )
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS / "profile.txt")
@@ -103,7 +106,8 @@ def main() -> int:
                 str(sampled),
                 "--rate",
                 "250",
-                "--nonblocking",
+                # C frames need siplb paused while sampled: it runs slower, in the same proportions
+                *(["--native"] if args.native else ["--nonblocking"]),
                 "--format",
                 "raw",
                 "--output",
