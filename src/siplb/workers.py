@@ -23,7 +23,9 @@ ownership rule and the same sealed channel format as nodes. What the workers sha
   which they send it; it sends every worker the resulting states (at once on a change, and
   every ``SYNC_INTERVAL`` * ``RESYNC_EVERY``), which they follow.
 - **Operations.** Worker 0 serves the admin API and the dashboard; a weight change or a reload
-  made there is sent to every worker. SIGHUP to the parent reaches every worker.
+  made there is sent to every worker. SIGHUP to the parent reaches every worker. The others send
+  worker 0 what its journal needs from them (failovers, expired calls), batched and bounded
+  (``siplb.admin.journal.Relay``, every ``RELAY_INTERVAL``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from siplb.admin.journal import RELAY_INTERVAL, Relay
 from siplb.admin.reloads import ReloadOutcome
 from siplb.app import Balancer, tune_gc, withdraw_then_stop
 from siplb.cluster import Member, Ownership
@@ -100,6 +103,7 @@ class Worker:
         self.leases = Leases(self.workers)
         self._caps: dict[str, int] = {}
         self.peer_stats: dict[int, dict[str, Any]] = {}  # worker 0: the others' counters
+        self.relay = Relay()  # the others: events for worker 0's journal, between batches
         self._published: dict[str, int] = {}
         self._published_size = -1
         self._told: dict[str, int] = {}
@@ -132,6 +136,7 @@ class Worker:
             self._every(SYNC_INTERVAL, self._sync_tick)
         else:
             self._every(STATS_INTERVAL, self._send_stats)
+            self._every(RELAY_INTERVAL, self._send_journal)
         log.info("worker %d of %d started", self.worker, self.workers)
 
     async def stop(self, signalled: asyncio.Event | None = None) -> None:
@@ -146,6 +151,8 @@ class Worker:
             timer.cancel()
         self._timers.clear()
         self.counts.clear_backlog(self.worker)  # stopped, not behind
+        if not self.leader:
+            self._send_journal()  # the last batch
         self.link.close()
 
     def _every(self, interval: float, action: Callable[[], None]) -> None:
@@ -230,6 +237,8 @@ class Worker:
             self._peer_ban(str(message["host"]), float(message["seconds"]), str(message["reason"]))
         elif op == "unban":
             self._peer_unban(str(message["host"]))
+        elif op == "journal":
+            self.balancer.recorder.relayed(int(message["worker"]), message)
         else:
             raise ValueError(f"unknown op {op!r}")
 
@@ -242,6 +251,8 @@ class Worker:
             # copy expire, and an operator's unban is sent by ``unbanned``
             seconds = event.until - self.balancer.now()
             self.link.broadcast("ban", host=event.host, seconds=seconds, reason=event.reason)
+        if not self.leader:  # worker 0 journals its own (``Balancer._on_event``)
+            self.relay.observe(event, self.balancer.wall(self.balancer.now()))
 
     def weight_changed(self, set_name: str, uri: str, weight: int, cause: str) -> None:
         self.link.broadcast("weight", set=set_name, uri=uri, weight=weight, cause=cause)
@@ -307,7 +318,13 @@ class Worker:
                 proxy.follow(uri, State(state), now, note)
         self.balancer.driver.flush()
 
-    # ---- counters ------------------------------------------------------------------------------
+    # ---- counters and journal events ---------------------------------------------------------
+    def _send_journal(self) -> None:
+        """Every ``RELAY_INTERVAL``: what this worker collected for worker 0's journal."""
+        batch = self.relay.take()
+        if batch is not None:
+            self.link.control(LEADER, "journal", worker=self.worker, **batch)
+
     def _send_stats(self) -> None:
         self.link.control(LEADER, "stats", **self.own_counters())
 

@@ -18,6 +18,14 @@ for state changes and reloads. So
   one entry per reason when the window closes (a scan from many addresses makes a few lines);
 - the counters by reason (drops, bans) keep at most ``MAX_REASONS`` labels, the rest count as
   "other".
+
+With ``workers = N`` worker 0 keeps the journal. Refusals are already summed over every worker
+(``Recorder.refusals``) and a ban made anywhere reaches worker 0's core, which journals it; a
+health change is worker 0's decision. What only another worker sees (a failover, expired calls)
+it collects in a ``Relay`` and sends worker 0 every ``RELAY_INTERVAL``: at most
+``RELAY_LINES`` failovers with an entry each, the rest as one summed entry, and every failover
+in the counts by destination, so the journal and ``siplb_failovers_total`` mean what they mean
+with one process, and one worker's flood costs the channel one small message per interval.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from siplb.dispatch import StateChanged
 from siplb.proxy.actions import CallsExpired, FailedOver, MessageDropped
@@ -37,6 +46,8 @@ TALLY_WINDOW = 10.0  # seconds summed into one entry per refusal reason, at leas
 BAN_LINES = 20  # bans (and lifts) with an entry of their own per window; the rest are summed
 MAX_REASONS = 50  # distinct labels of a counter by reason; the rest count as "other"
 OTHER = "other"
+RELAY_INTERVAL = 0.2  # seconds between a worker's batches of events for worker 0's journal
+RELAY_LINES = 20  # failovers a batch carries one by one; the rest are summed
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,7 @@ class Entry:
     cause: str | None = None
     host: str | None = None  # ban, unban: the source
     count: int | None = None  # refused: how many; ban: the offence, or how many summed
+    worker: int | None = None  # workers = N: the worker it happened in, when not worker 0
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -70,6 +82,7 @@ class Entry:
             "cause": self.cause,
             "host": self.host,
             "count": self.count,
+            "worker": self.worker,
         }
         out.update({key: value for key, value in optional.items() if value is not None})
         return out
@@ -96,9 +109,12 @@ class Journal:
         cause: str | None = None,
         host: str | None = None,
         count: int | None = None,
+        worker: int | None = None,
     ) -> Entry:
         self.last_id += 1
-        entry = Entry(self.last_id, at, kind, message, uri, set_name, old, new, cause, host, count)
+        entry = Entry(
+            self.last_id, at, kind, message, uri, set_name, old, new, cause, host, count, worker
+        )
         self._entries.append(entry)
         return entry
 
@@ -259,6 +275,40 @@ class Recorder:
             self.last_reload_at = now
         self.journal.add("reload", message, now)
 
+    def relayed(self, worker: int, batch: Mapping[str, Any]) -> None:
+        """Worker 0: a batch another worker's ``Relay`` sent. Trusts no more than the bounds."""
+        now = self.clock()
+        for at, call_id, set_name, uri, cause in batch["failovers"][:RELAY_LINES]:
+            self.journal.add(
+                "failover",
+                f"call {call_id} left {uri} ({cause}) in worker {worker}",
+                float(at),
+                uri=str(uri),
+                set_name=str(set_name),
+                cause=str(cause),
+                worker=worker,
+            )
+        for set_name, uri, count in batch["counts"][:MAX_REASONS]:
+            self.failovers[(str(set_name), str(uri))] += max(0, int(count))
+        more = int(batch["more"])
+        if more > 0:
+            self.journal.add(
+                "failover",
+                f"{more} more {'failover' if more == 1 else 'failovers'} in worker {worker}",
+                now,
+                count=more,
+                worker=worker,
+            )
+        expired = int(batch["expired"])
+        if expired > 0:
+            self.journal.add(
+                "expired",
+                f"{plural(expired, 'call')} expired from the call table in worker {worker}",
+                now,
+                count=expired,
+                worker=worker,
+            )
+
     def weight_changed(self, set_name: str, uri: str, old: int, new: int, cause: str) -> None:
         self.journal.add(
             "weight",
@@ -270,6 +320,52 @@ class Recorder:
             new=str(new),
             cause=cause,
         )
+
+
+class Relay:
+    """A worker's events for worker 0's journal, between two batches: the first
+    ``RELAY_LINES`` failovers as they were, every failover counted by (set, destination), expired
+    calls summed. ``take`` empties it into one JSON-able batch (``Recorder.relayed``)."""
+
+    def __init__(self, lines: int = RELAY_LINES) -> None:
+        self.lines = lines
+        self.summed = 0  # failovers sent as a count only, since the start
+        self._failovers: list[list[object]] = []  # [at, call_id, set, uri, cause]
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._more = 0
+        self._expired = 0
+
+    def observe(self, event: object, at: float) -> None:
+        """A core event at epoch time ``at``; what worker 0 would not journal is ignored."""
+        if isinstance(event, FailedOver):
+            key = (event.set_name, event.uri)
+            if key not in self._counts and len(self._counts) >= MAX_REASONS:
+                key = (OTHER, OTHER)
+            self._counts[key] += 1
+            if len(self._failovers) < self.lines:
+                line = [round(at, 3), event.call_id, event.set_name, event.uri, event.cause]
+                self._failovers.append(line)
+            else:
+                self._more += 1
+                self.summed += 1
+        elif isinstance(event, CallsExpired):
+            self._expired += event.count
+
+    def take(self) -> dict[str, Any] | None:
+        """The batch collected since the last one (None: nothing to send), and start anew."""
+        if not self._counts and not self._expired:
+            return None
+        batch: dict[str, Any] = {
+            "failovers": self._failovers,
+            "counts": [[s, uri, n] for (s, uri), n in self._counts.items()],
+            "more": self._more,
+            "expired": self._expired,
+        }
+        self._failovers = []
+        self._counts = Counter()
+        self._more = 0
+        self._expired = 0
+        return batch
 
 
 def _count(counter: Counter[str], label: str) -> None:
@@ -292,9 +388,12 @@ __all__ = [
     "BAN_LINES",
     "JOURNAL_SIZE",
     "MAX_REASONS",
+    "RELAY_INTERVAL",
+    "RELAY_LINES",
     "TALLY_WINDOW",
     "Entry",
     "Journal",
     "Recorder",
+    "Relay",
     "drop_category",
 ]
