@@ -151,20 +151,23 @@ def table(figures: dict[str, Any], anchor: str = "Kamailio", subject: str = "sip
     return "\n".join(lines)
 
 
-def sweep_curve(entry: dict[str, Any]) -> str:
-    """The sweep's steps, pair by pair: offered rate, answered calls per second, failures."""
+def sweep_curve(entry: dict[str, Any], names: tuple[str, str] = SUBJECTS) -> str:
+    """The sweep's steps, pair by pair: offered rate, answered calls per second, failures, and
+    the share of calls whose setup (INVITE to 200) took 10 ms or more."""
     lines = [
-        "| pair | balancer | calls/s offered | answered/s | failed | retrans | refused early |"
+        "| pair | balancer | calls/s offered | answered/s | failed | retrans | refused early "
+        "| setup >= 10 ms |"
     ]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for index, pair in enumerate(entry["pairs"], 1):
-        for subject in SUBJECTS:
+        for subject, name in zip(SUBJECTS, names, strict=True):
             for run in pair[subject]["runs"]:
                 seconds = run["calls"] / run["rate"]
+                slow = 100 * run["setup_over_10ms"] / max(1, run["successful"])
                 lines.append(
-                    f"| {index} | {subject} | {run['rate']:g} | {run['successful'] / seconds:.0f} "
+                    f"| {index} | {name} | {run['rate']:g} | {run['successful'] / seconds:.0f} "
                     f"| {run['failed']} | {run['retransmissions']} "
-                    f"| {max(0, run['calls'] - run['reached_callees'])} |"
+                    f"| {max(0, run['calls'] - run['reached_callees'])} | {slow:.2f} % |"
                 )
     return "\n".join(lines)
 
@@ -225,7 +228,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(table(done, anchor.label, subject))
     if "sweep" in done:
         print()
-        print(sweep_curve(done["sweep"]))
+        print(sweep_curve(done["sweep"], (subject, anchor.label)))
 
 
 def _log(line: str) -> None:
