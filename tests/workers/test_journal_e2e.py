@@ -18,83 +18,40 @@ from typing import Any
 import pytest
 
 from attack.tools import RUN, UdpPeer, sip_request
-from e2e.balancer import SiplbProcess, launch
+from e2e.balancer import SiplbProcess
 from e2e.conftest import SippLauncher, e2e_workdir, sipp  # noqa: F401 (fixtures)
-from e2e.harness import LOOPBACK, free_port
-from siplb.cluster import Member, Ownership
+from e2e.harness import LOOPBACK
+from workers.two_workers import owned_by, start_two_workers, stop_cleanly
 
 pytestmark = pytest.mark.e2e
 
-NODE = "n1"
-MEMBERS = [Member(NODE, 0), Member(NODE, 1)]
 INVITES = 5  # sent one by one until the journal shows a failover
 DEADLINE_S = 3.0  # for each: the failover (about 1 ms), the next batch (0.2 s), scheduling
-
-CONFIG = """
-[[listen]]
-transport = "udp"
-address = "{host}:{port}"
-
-[[sets]]
-name = "pbx"
-algorithm = "round-robin"
-destinations = [{{ uri = "{first}" }}, {{ uri = "{second}" }}]
-
-[proxy]
-workers = 2
-node_id = "{node}"
-
-[health]
-interval = 1.0
-timeout = 0.5
-
-[log]
-format = "json"
-level = "info"
-
-[admin]
-listen = "{host}:{admin}"
-token = "e2e-admin-token"
-"""
 
 
 @pytest.fixture
 def balancer(e2e_workdir: Path, sipp: SippLauncher) -> Iterator[SiplbProcess]:  # noqa: F811
     first, second = sipp.uases(2, "uas_503.xml")
-    port, admin = free_port(), free_port()
-    path = e2e_workdir / "siplb.toml"
-    path.write_text(
-        CONFIG.format(
-            host=LOOPBACK,
-            port=port,
-            first=first.sip_uri,
-            second=second.sip_uri,
-            node=NODE,
-            admin=admin,
-        )
-    )
-    lb = launch(e2e_workdir, path, (LOOPBACK, port), admin, timeout=15.0)
+    lb = start_two_workers(e2e_workdir, [first.sip_uri, second.sip_uri])
     try:
         yield lb
     finally:
-        code = lb.stop()
-        assert code == 0, f"siplb exited with {code} on SIGTERM\n{lb.log_tail()}"
+        stop_cleanly(lb)
 
 
-def owned_by(worker: int, target: tuple[str, int], local: tuple[str, int]) -> Iterator[bytes]:
-    """INVITEs that ``worker`` owns (the workers' own rule), each with a new Call-ID."""
-    ownership = Ownership(MEMBERS[0], MEMBERS)
-    for n in itertools.count():
-        data = sip_request(
+def owned_invites(worker: int, target: tuple[str, int], local: tuple[str, int]) -> Iterator[bytes]:
+    """INVITEs that ``worker`` owns, each with a new Call-ID."""
+    return owned_by(
+        worker,
+        lambda n: sip_request(
             "INVITE",
             f"sip:journal{n}@{target[0]}:{target[1]}",
             local=local,
             call_id=f"journal-{RUN}-{n}",
             from_tag=f"j{n}",
             to_uri=f"sip:journal{n}@{target[0]}:{target[1]}",
-        )
-        if ownership.owner(data) == MEMBERS[worker]:
-            yield data
+        ),
+    )
 
 
 def _events(lb: SiplbProcess) -> list[dict[str, Any]]:
@@ -117,7 +74,7 @@ def _failovers(lb: SiplbProcess, within: float) -> list[dict[str, Any]]:
 def test_a_failover_in_worker_1_reaches_worker_0s_journal(balancer: SiplbProcess) -> None:
     target = balancer.address
     with UdpPeer(LOOPBACK) as caller:
-        invites = owned_by(1, target, caller.local)
+        invites = owned_invites(1, target, caller.local)
         sent: list[str] = []
         found: list[dict[str, Any]] = []
         for data in itertools.islice(invites, INVITES):

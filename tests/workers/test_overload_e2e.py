@@ -17,22 +17,20 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from attack.tools import RUN, UdpPeer, header, sip_request, status_of
-from e2e.balancer import SiplbProcess, launch
+from e2e.balancer import SiplbProcess
 from e2e.conftest import SippLauncher, e2e_workdir, sipp  # noqa: F401 (fixtures)
-from e2e.harness import LOOPBACK, free_port
-from siplb.cluster import Member, Ownership
+from e2e.harness import LOOPBACK
+from workers.two_workers import owned_by, start_two_workers, stop_cleanly
 
 pytestmark = pytest.mark.e2e
 
-NODE = "n1"
-MEMBERS = [Member(NODE, 0), Member(NODE, 1)]
 RECV_BUFFER = 65536  # the smallest a listener takes; the hand-over queue gets the same
 FLOOD_RATE = 600  # OPTIONS a second, all owned by worker 1
 STOPPED_S, RUNNING_S = 0.25, 0.01  # worker 1's duty cycle while it is made slow
@@ -42,62 +40,20 @@ DEADLINE_S = 5.0
 OVERLOAD_LINES = ("overloaded (", "no longer overloaded")  # siplb.app.log_event
 PAD = "X-Pad: " + "p" * 300  # an OPTIONS of about 700 bytes: 56 fill a queue of 128 KiB
 
-CONFIG = """
-[[listen]]
-transport = "udp"
-address = "{host}:{port}"
-recv_buffer = {buffer}
-
-[[sets]]
-name = "pbx"
-destinations = [{{ uri = "{uas}" }}]
-
-[proxy]
-workers = 2
-node_id = "{node}"
-
-[protection.rate]
-enabled = false  # one source sends 600/s: this test is about the overload guard alone
-
-[health]
-interval = 1.0
-timeout = 0.5
-
-[log]
-format = "json"
-level = "info"
-
-[admin]
-listen = "{host}:{admin}"
-token = "e2e-admin-token"
-"""
-
 
 @pytest.fixture
 def balancer(e2e_workdir: Path, sipp: SippLauncher) -> Iterator[SiplbProcess]:  # noqa: F811
-    uas = sipp.uas()
-    port, admin = free_port(), free_port()
-    path = e2e_workdir / "siplb.toml"
-    path.write_text(
-        CONFIG.format(
-            host=LOOPBACK, port=port, buffer=RECV_BUFFER, uas=uas.sip_uri, node=NODE, admin=admin
-        )
+    lb = start_two_workers(
+        e2e_workdir,
+        [sipp.uas().sip_uri],
+        listen=f"recv_buffer = {RECV_BUFFER}\n",
+        # one source sends 600/s: this test is about the overload guard alone
+        extra="\n[protection.rate]\nenabled = false\n",
     )
-    lb = launch(e2e_workdir, path, (LOOPBACK, port), admin, timeout=15.0)
     try:
         yield lb
     finally:
-        code = lb.stop()
-        assert code == 0, f"siplb exited with {code} on SIGTERM\n{lb.log_tail()}"
-
-
-def owned_by(worker: int, make: Callable[[int], bytes]) -> Iterator[bytes]:
-    """Datagrams ``make(n)`` for n = 0, 1, ... that ``worker`` owns (the workers' own rule)."""
-    ownership = Ownership(MEMBERS[0], MEMBERS)
-    for n in itertools.count():
-        data = make(n)
-        if ownership.owner(data) == MEMBERS[worker]:
-            yield data
+        stop_cleanly(lb)
 
 
 def test_a_slow_worker_makes_the_other_refuse_new_calls_until_it_has_caught_up(
